@@ -1,0 +1,358 @@
+//! Types shared by limiter's eBPF programs and its userspace daemon.
+//!
+//! Everything here is `#[repr(C)]` plain data: the kernel and userspace read the same bytes from
+//! the same maps. A change of layout is a change of the pinned maps' format, so
+//! [`MAP_LAYOUT_VERSION`] must be bumped with it (the daemon refuses to adopt pins of another
+//! layout instead of misreading them).
+#![no_std]
+
+/// Bumped whenever a map key or value below changes size or meaning.
+pub const MAP_LAYOUT_VERSION: u32 = 1;
+
+/// Destination as it appears in map keys: port first, then the address.
+///
+/// The port comes first so that one LPM trie can hold exact rules (`10.0.0.2:8080`, all 144 bits
+/// significant) and CIDR rules (`10.0.0.0/24:8080`) together, and the most specific one wins.
+/// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`), so a dual-stack socket talking to a
+/// v4-mapped address and a plain IPv4 socket land on the same key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DestAddr {
+    /// Port in network byte order.
+    pub port: [u8; 2],
+    /// IPv6 address, or IPv4-mapped IPv4 address, in network byte order.
+    pub addr: [u8; 16],
+}
+
+/// Bits of [`DestAddr`] taken by the port (the LPM prefix always covers them).
+pub const PORT_BITS: u32 = 16;
+/// Bits of [`DestAddr`] before the IPv4 part of an IPv4-mapped address.
+pub const V4_MAPPED_PREFIX_BITS: u32 = PORT_BITS + 96;
+/// LPM prefix length of an exact destination (port and whole address).
+pub const EXACT_PREFIX_BITS: u32 = PORT_BITS + 128;
+
+impl DestAddr {
+    /// Builds a key from an IPv4 address and port, both in host order.
+    pub const fn v4(addr: u32, port: u16) -> Self {
+        let a = addr.to_be_bytes();
+        Self {
+            port: port.to_be_bytes(),
+            addr: [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+            ],
+        }
+    }
+
+    /// Builds a key from a 16-byte IPv6 address and a host-order port.
+    pub const fn v6(addr: [u8; 16], port: u16) -> Self {
+        Self {
+            port: port.to_be_bytes(),
+            addr,
+        }
+    }
+
+    /// Port in host byte order.
+    pub const fn port(&self) -> u16 {
+        u16::from_be_bytes(self.port)
+    }
+
+    /// True when the address is IPv4-mapped.
+    pub const fn is_v4(&self) -> bool {
+        let a = &self.addr;
+        a[0] == 0
+            && a[1] == 0
+            && a[2] == 0
+            && a[3] == 0
+            && a[4] == 0
+            && a[5] == 0
+            && a[6] == 0
+            && a[7] == 0
+            && a[8] == 0
+            && a[9] == 0
+            && a[10] == 0xff
+            && a[11] == 0xff
+    }
+}
+
+/// Which way a connection goes, seen from this node.
+pub mod side {
+    /// Accepted by a socket on this node (passive open); keyed by the local address.
+    pub const INBOUND: u8 = 0;
+    /// Opened by a process on this node (active open); keyed by the address it dialed.
+    pub const OUTBOUND: u8 = 1;
+}
+
+/// Rule flags ([`RuleConfig::flags`]).
+pub mod rule_flags {
+    /// Discard the SYN (the caller retries) instead of refusing it at once.
+    pub const MODE_DROP: u32 = 1 << 0;
+    /// Enforce on connections arriving at this node (server side).
+    pub const SIDE_SERVER: u32 = 1 << 1;
+    /// Enforce on connections local processes open (client side, inside connect()).
+    pub const SIDE_CLIENT: u32 = 1 << 2;
+    /// Decide and count as if enforcing, but let every connection through.
+    pub const DRY_RUN: u32 = 1 << 3;
+}
+
+/// A rule as the kernel sees it: the value of the rules LPM trie, keyed by destination.
+///
+/// Replacing the value is atomic for readers (an LPM trie update swaps the node), so a
+/// `limiter set` on an existing destination never shows a half-written rule. Counters live
+/// elsewhere, keyed by [`RuleConfig::id`], so changing a limit keeps them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleConfig {
+    /// Identity of this rule's counters ([`RuleState`], [`RuleStats`]); never reused.
+    pub id: u64,
+    /// Most connections at any instant per side; 0 means no connection limit (accounting only).
+    pub max_connections: u32,
+    /// [`rule_flags`].
+    pub flags: u32,
+    /// New connections per second admitted (token bucket rate); 0 means no rate limit.
+    pub syn_rate: u32,
+    /// Token bucket depth for [`Self::syn_rate`].
+    pub syn_burst: u32,
+    /// Most connections from one source address; 0 means no per-source limit.
+    pub per_source: u32,
+    pub _pad: u32,
+}
+
+/// Length of a reservation bucket. A reservation for a handshake is made in the current bucket.
+pub const PENDING_BUCKET_NS: u64 = 1_000_000_000;
+/// Reservation buckets kept per rule and side (a ring indexed by epoch).
+pub const PENDING_BUCKETS: usize = 4;
+/// A reservation made in epoch `e` is void once the current epoch reaches `e + this`, so a
+/// handshake that never completes holds its slot for at most this many buckets (3 s).
+pub const PENDING_LIFETIME_BUCKETS: u64 = 3;
+
+/// Slots of one side of one rule. Updated only with atomic instructions, in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SideSlots {
+    /// Slots taken: established connections plus live handshake reservations. A new
+    /// connection is admitted only by raising this from below the limit (compare-and-swap).
+    pub used: u64,
+    /// Established connections counted under this rule.
+    pub established: u64,
+    /// Handshake reservations, one word per bucket: `epoch << 32 | count`.
+    pub pending: [u64; PENDING_BUCKETS],
+    /// Token bucket as GCRA: the theoretical arrival time (ns) of the next new connection.
+    pub rate_tat_ns: u64,
+}
+
+impl SideSlots {
+    /// Reservations still valid at `now_epoch`.
+    pub fn live_pending(&self, now_epoch: u64) -> u64 {
+        let mut live = 0;
+        for word in self.pending {
+            let (epoch, count) = unpack_pending(word);
+            if count > 0 && now_epoch < epoch + PENDING_LIFETIME_BUCKETS {
+                live += count;
+            }
+        }
+        live
+    }
+}
+
+/// Splits a pending bucket word into (epoch, count).
+pub const fn unpack_pending(word: u64) -> (u64, u64) {
+    (word >> 32, word & 0xffff_ffff)
+}
+
+/// Joins an epoch and a count into a pending bucket word.
+pub const fn pack_pending(epoch: u64, count: u64) -> u64 {
+    (epoch << 32) | (count & 0xffff_ffff)
+}
+
+/// Live slot state of a rule, keyed by [`RuleConfig::id`]. Never preallocated: the kernel
+/// holds pointers into it while it runs, so an element must not be recycled under it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleState {
+    pub inbound: SideSlots,
+    pub outbound: SideSlots,
+}
+
+/// Why a new connection was refused.
+pub mod reason {
+    /// `max_connections` reached (Envoy: `upstream_cx_overflow`).
+    pub const LIMIT: usize = 0;
+    /// Token bucket empty (`--syn-rate`).
+    pub const RATE: usize = 1;
+    /// The source address holds its `--per-source` share.
+    pub const PER_SOURCE: usize = 2;
+    /// Shed by the overload check.
+    pub const SHED: usize = 3;
+    /// Internal table full (fail closed for this destination).
+    pub const TABLE_FULL: usize = 4;
+    pub const COUNT: usize = 5;
+    pub const NAMES: [&str; COUNT] = ["limit", "rate", "per_source", "shed", "table_full"];
+}
+
+/// What was done to a refused connection.
+pub mod action {
+    /// Refused at once: ECONNREFUSED in connect(), or a TCP RST on the wire.
+    pub const REJECT: usize = 0;
+    /// SYN discarded; the caller's kernel retries.
+    pub const DROP: usize = 1;
+    /// Dry run: it would have been refused and was let through.
+    pub const DRY_RUN: usize = 2;
+    pub const COUNT: usize = 3;
+    pub const NAMES: [&str; COUNT] = ["reject", "drop", "dry_run"];
+}
+
+/// Per-CPU counters of one side of a rule. Userspace sums them over CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SideStats {
+    /// Connections that became established under this rule.
+    pub opened: u64,
+    /// Counted connections that closed.
+    pub closed: u64,
+    /// Sum of the lifetimes (ns) of the closed connections.
+    pub lifetime_ns: u64,
+    /// New connections admitted by a decision (SYN or connect()).
+    pub accepted: u64,
+    /// Refused new connections, `[reason][action]`.
+    pub refused: [[u64; action::COUNT]; reason::COUNT],
+}
+
+/// Per-CPU counters of a rule, keyed by [`RuleConfig::id`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleStats {
+    pub inbound: SideStats,
+    pub outbound: SideStats,
+}
+
+/// [`ConnRecord::rule_id`] of a socket whose close has been accounted.
+pub const CONN_CLOSED: u64 = u64::MAX;
+
+/// Phases of a tracked socket ([`ConnRecord::phase`]).
+pub mod phase {
+    /// connect() took a slot; the kernel has not sent the SYN yet.
+    pub const RESERVED: u32 = 0;
+    /// SYN sent (client) or handshake under way.
+    pub const CONNECTING: u32 = 1;
+    /// Established and counted as such.
+    pub const ESTABLISHED: u32 = 2;
+}
+
+/// Per-socket record (socket-local storage): which rule's slot the socket holds, so that its
+/// close releases exactly that slot once, whatever happened to the rules meanwhile.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnRecord {
+    /// Rule whose slot this socket holds: 0 none, [`CONN_CLOSED`] after close. Changed only by
+    /// compare-and-swap, so exactly one of "count it" and "release it" wins a race.
+    pub rule_id: u64,
+    /// When the connection became established (ns, monotonic), 0 before.
+    pub established_ns: u64,
+    /// The destination the socket is keyed by on its side.
+    pub dest: DestAddr,
+    /// [`side`].
+    pub side: u8,
+    pub _pad: u8,
+    /// [`phase`]; changed by compare-and-swap.
+    pub phase: u32,
+}
+
+/// A TCP flow as seen on the server side: the key of a handshake reservation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Host byte order.
+    pub sport: u16,
+    /// Host byte order.
+    pub dport: u16,
+}
+
+/// A handshake reservation: the SYN of this flow took a slot of `rule_id` in bucket `epoch`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub rule_id: u64,
+    pub epoch: u64,
+}
+
+/// A request to the seeding iterator: count the open sockets that match `dest` on `side`
+/// under rule `rule_id` (used when a rule is created while connections are already open).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeedRequest {
+    pub rule_id: u64,
+    /// LPM prefix length of the rule's key.
+    pub prefix_len: u32,
+    pub _pad: u32,
+    pub dest: DestAddr,
+    pub _pad2: [u8; 6],
+}
+
+/// Capacities of the maps (documented in docs/operations.md).
+pub mod capacity {
+    /// Rules in the rules trie.
+    pub const RULES: u32 = 131_072;
+    /// Handshake reservations in flight (LRU: the oldest is evicted, which only makes its
+    /// completion re-take a slot; it never frees one early).
+    pub const PENDING: u32 = 65_536;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)] plain old data without padding holes that matter:
+    // every bit pattern is a valid value.
+    unsafe impl aya::Pod for DestAddr {}
+    unsafe impl aya::Pod for RuleConfig {}
+    unsafe impl aya::Pod for SideSlots {}
+    unsafe impl aya::Pod for RuleState {}
+    unsafe impl aya::Pod for SideStats {}
+    unsafe impl aya::Pod for RuleStats {}
+    unsafe impl aya::Pod for ConnRecord {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Pending {}
+    unsafe impl aya::Pod for SeedRequest {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_is_mapped_and_port_is_network_order() {
+        let d = DestAddr::v4(0x0a00_0002, 8080);
+        assert!(d.is_v4());
+        assert_eq!(d.port, [0x1f, 0x90]);
+        assert_eq!(&d.addr[12..], &[10, 0, 0, 2]);
+        assert_eq!(d.port(), 8080);
+    }
+
+    #[test]
+    fn v6_is_not_v4() {
+        let mut a = [0u8; 16];
+        a[0] = 0xfd;
+        assert!(!DestAddr::v6(a, 1).is_v4());
+    }
+
+    #[test]
+    fn pending_word_round_trips_and_expires() {
+        let w = pack_pending(7, 3);
+        assert_eq!(unpack_pending(w), (7, 3));
+        let mut s = SideSlots::default();
+        s.pending[7 % PENDING_BUCKETS] = w;
+        assert_eq!(s.live_pending(7), 3);
+        assert_eq!(s.live_pending(7 + PENDING_LIFETIME_BUCKETS - 1), 3);
+        assert_eq!(s.live_pending(7 + PENDING_LIFETIME_BUCKETS), 0);
+    }
+
+    #[test]
+    fn layouts_have_no_surprises() {
+        assert_eq!(core::mem::size_of::<DestAddr>(), 18);
+        assert_eq!(core::mem::size_of::<RuleConfig>(), 32);
+        assert_eq!(core::mem::size_of::<ConnRecord>(), 48);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 36);
+        assert_eq!(core::mem::size_of::<SeedRequest>(), 40);
+    }
+}

@@ -1,0 +1,105 @@
+//! The rule model shared by the CLI, the control socket, the config file and the dataplane.
+//!
+//! `RuleSpec` is what a user sets; `DestinationStatus` is what `limiter status` reports. Field
+//! names of their JSON forms are a documented, stable interface (docs/cli.md): add fields, never
+//! rename or remove them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dest::Dest;
+
+/// What happens to a connection over a limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Refuse at once: ECONNREFUSED in connect(), or a TCP RST to a remote caller.
+    #[default]
+    Reject,
+    /// Discard the SYN; the caller's kernel retries it (about 1 s per retry here).
+    Drop,
+}
+
+/// Where a rule is enforced. Accounting always covers both sides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Connections arriving at DEST on this node, in any network namespace.
+    Server,
+    /// Connections local processes open to DEST (refused inside connect()).
+    Client,
+    /// Both of the above.
+    #[default]
+    Both,
+}
+
+/// A rule: a destination and its limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Normalised destination (`10.0.0.2:8080`, `[fd00::2]:8080`).
+    pub destination: Dest,
+    /// Most established connections at any instant, per side; None = accounting only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub side: Side,
+    /// New connections per second (token bucket rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_rate: Option<u32>,
+    /// Token bucket depth; defaults to syn_rate when only the rate is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_burst: Option<u32>,
+    /// Most connections from one source address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_source: Option<u32>,
+    /// Count as if enforcing, let everything through.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// Refusals of one side, by reason then action: `refused.limit.reject`.
+pub type RefusedCounts =
+    std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, u64>>;
+
+/// Counters of one side of a destination.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SideStatus {
+    /// Established connections now.
+    pub active: u64,
+    /// Handshakes holding a reserved slot now.
+    pub pending: u64,
+    pub opened_total: u64,
+    pub closed_total: u64,
+    /// Sum of the lifetimes of closed connections, in seconds.
+    pub lifetime_seconds_total: f64,
+    /// New connections admitted by a decision.
+    pub accepted_total: u64,
+    /// Refused because the connection limit was reached (Envoy's `upstream_cx_overflow`).
+    pub cx_overflow_total: u64,
+    /// Every refusal, by reason then action.
+    pub refused: RefusedCounts,
+}
+
+
+/// One line of `limiter status`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DestinationStatus {
+    pub destination: String,
+    pub inbound: SideStatus,
+    pub outbound: SideStatus,
+    pub rule: Option<RuleSpec>,
+}
+
+/// What the daemon needs from the kernel side. Implemented by `dataplane::Ebpf`.
+pub trait Dataplane: Send + Sync + 'static {
+    /// Creates or atomically replaces the rule for `rule.destination`. A new rule starts with
+    /// the connections already open to its destination counted. Either all of it applies or
+    /// nothing does.
+    fn apply_rule(&self, rule: &RuleSpec) -> anyhow::Result<()>;
+    /// Removes the rule; established connections are untouched. Returns false if there was none.
+    fn delete_rule(&self, dest: &Dest) -> anyhow::Result<bool>;
+    /// Counters of every destination that has a rule.
+    fn status(&self) -> anyhow::Result<Vec<DestinationStatus>>;
+}

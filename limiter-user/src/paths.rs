@@ -1,0 +1,18 @@
+//! Every runtime path of limiter, in one place (operators grep for them; docs/operations.md lists
+//! them). Pins live in a project folder of their own, never loose in /sys/fs/bpf.
+
+/// Control socket of the daemon (mode 0600, root only).
+pub const SOCKET: &str = "/run/limiter/limiter.sock";
+/// Environment variable that overrides [`SOCKET`] for both the daemon and the client commands.
+pub const SOCKET_ENV: &str = "LIMITER_SOCKET";
+/// bpffs mount point; mounted by the daemon when absent.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// Folder under the bpffs mount that holds limiter's pinned maps, programs and links.
+pub const PIN_DIR_NAME: &str = "limiter";
+/// Where the cgroup v2 hierarchy may be mounted, in the order they are tried: pure v2
+/// (most Kubernetes nodes) first, then the hybrid layout's unified hierarchy.
+pub const CGROUP2_CANDIDATES: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+/// Persistent state (runtime rules) of the daemon.
+pub const STATE_DIR: &str = "/var/lib/limiter";
+/// Default config shipped with the repository, relative to its root.
+pub const DEFAULT_CONFIG: &str = "deploy/config/limiter.toml";
