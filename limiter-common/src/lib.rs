@@ -230,13 +230,17 @@ pub const CONN_CLOSED: u64 = u64::MAX;
 
 /// Phases of a tracked socket ([`ConnRecord::phase`]).
 pub mod phase {
-    /// connect() took a slot; the kernel has not sent the SYN yet.
+    /// connect() reserved a slot in the rule's pending buckets; no SYN sent yet. If connect()
+    /// fails before the SYN, the reservation simply expires with its bucket.
     pub const RESERVED: u32 = 0;
-    /// SYN sent (client) or handshake under way.
+    /// SYN sent (client) with a slot held; close is reported through the state callback.
     pub const CONNECTING: u32 = 1;
     /// Established and counted as such.
     pub const ESTABLISHED: u32 = 2;
 }
+
+/// [`ConnRecord::flags`]: the socket also holds a per-source slot of its rule.
+pub const CONN_F_PER_SOURCE: u8 = 1 << 0;
 
 /// Per-socket record (socket-local storage): which rule's slot the socket holds, so that its
 /// close releases exactly that slot once, whatever happened to the rules meanwhile.
@@ -244,17 +248,31 @@ pub mod phase {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnRecord {
     /// Rule whose slot this socket holds: 0 none, [`CONN_CLOSED`] after close. Changed only by
-    /// compare-and-swap, so exactly one of "count it" and "release it" wins a race.
+    /// compare-and-swap or exchange, so exactly one of "count it" and "release it" wins a race.
     pub rule_id: u64,
     /// When the connection became established (ns, monotonic), 0 before.
     pub established_ns: u64,
     /// The destination the socket is keyed by on its side.
     pub dest: DestAddr,
+    /// The other end's address (the source, for an inbound connection).
+    pub peer: [u8; 16],
     /// [`side`].
     pub side: u8,
-    pub _pad: u8,
-    /// [`phase`]; changed by compare-and-swap.
+    /// `CONN_F_*`.
+    pub flags: u8,
+    /// [`phase`].
     pub phase: u32,
+    /// Pending bucket epoch of a [`phase::RESERVED`] reservation.
+    pub reserve_epoch: u32,
+    pub _pad: u32,
+}
+
+/// Key of a per-source slot counter: one source address's connections to one rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    pub rule_id: u64,
+    pub addr: [u8; 16],
 }
 
 /// A TCP flow as seen on the server side: the key of a handshake reservation.
@@ -274,7 +292,9 @@ pub struct FlowKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pending {
     pub rule_id: u64,
-    pub epoch: u64,
+    pub epoch: u32,
+    /// `CONN_F_*`: what else the reservation holds (a per-source slot).
+    pub flags: u32,
 }
 
 /// A request to the seeding iterator: count the open sockets that match `dest` on `side`
@@ -297,6 +317,9 @@ pub mod capacity {
     /// Handshake reservations in flight (LRU: the oldest is evicted, which only makes its
     /// completion re-take a slot; it never frees one early).
     pub const PENDING: u32 = 65_536;
+    /// (rule, source address) pairs with per-source counters (LRU; see docs/operations.md for
+    /// what eviction means: that source's share restarts from zero, the rule's limit holds).
+    pub const SOURCES: u32 = 65_536;
 }
 
 #[cfg(feature = "user")]
@@ -314,6 +337,7 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Pending {}
     unsafe impl aya::Pod for SeedRequest {}
+    unsafe impl aya::Pod for SourceKey {}
 }
 
 #[cfg(test)]
@@ -351,7 +375,9 @@ mod tests {
     fn layouts_have_no_surprises() {
         assert_eq!(core::mem::size_of::<DestAddr>(), 18);
         assert_eq!(core::mem::size_of::<RuleConfig>(), 32);
-        assert_eq!(core::mem::size_of::<ConnRecord>(), 48);
+        assert_eq!(core::mem::size_of::<ConnRecord>(), 64);
+        assert_eq!(core::mem::size_of::<Pending>(), 16);
+        assert_eq!(core::mem::size_of::<SourceKey>(), 24);
         assert_eq!(core::mem::size_of::<FlowKey>(), 36);
         assert_eq!(core::mem::size_of::<SeedRequest>(), 40);
     }

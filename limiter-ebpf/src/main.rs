@@ -1,25 +1,66 @@
+//! limiter's kernel programs. Each entry point is a thin wrapper that maps every outcome of its
+//! `try_*` function to a deliberate verdict; the logic lives in the modules.
 #![no_std]
 #![no_main]
+// Atomic compare-and-swap on map memory (see sync.rs); the eBPF build runs with
+// RUSTC_BOOTSTRAP=1 for -Z build-std already.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+
+mod accounting;
+mod addr;
+mod admit;
+mod client;
+mod conn;
+mod maps;
+mod rules;
+mod seed;
+mod server;
+mod slots;
+mod sync;
+
 use aya_ebpf::{
-    macros::{map, sock_ops},
-    maps::HashMap,
-    programs::SockOpsContext,
+    macros::{cgroup_skb, cgroup_sock_addr, sk_lookup, sock_ops},
+    programs::{SkBuffContext, SkLookupContext, SockAddrContext, SockOpsContext},
 };
-use core::intrinsics::{AtomicOrdering::SeqCst, atomic_cxchg, atomic_xadd};
 
-#[map]
-static COUNTS: HashMap<u32, u64> = HashMap::with_max_entries(16, 0);
-
+/// Accounting of established connections (cgroup v2 root).
 #[sock_ops]
 pub fn sock_ops(ctx: SockOpsContext) -> u32 {
-    if let Some(p) = COUNTS.get_ptr_mut(&0) {
-        let old = unsafe { atomic_xadd::<u64, u64, { SeqCst }>(p, 1) };
-        let _ = unsafe { atomic_cxchg::<u64, { SeqCst }, { SeqCst }>(p, old + 1, old + 2) };
-    }
-    let _ = ctx.op();
+    // sock_ops' return value is not a verdict for these callbacks; 1 is "handled".
+    let _ = accounting::try_sock_ops(&ctx);
     1
+}
+
+/// Server-side reject: runs when a SYN looks for a listener (one attachment per netns).
+#[sk_lookup]
+pub fn server_lookup(ctx: SkLookupContext) -> u32 {
+    server::try_sk_lookup(&ctx)
+}
+
+/// Server-side drop, and the exactness backstop for every namespace (cgroup v2 root).
+#[cgroup_skb(ingress)]
+pub fn cgroup_ingress(ctx: SkBuffContext) -> i32 {
+    server::try_cgroup_ingress(&ctx)
+}
+
+/// Client-side limits inside connect() for IPv4 (cgroup v2 root).
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    client::try_connect(&ctx, false)
+}
+
+/// Client-side limits inside connect() for IPv6 and IPv4-mapped addresses (cgroup v2 root).
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    client::try_connect(&ctx, true)
+}
+
+/// Seeding iterator over the socket records; run by the daemon when a rule is created.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/bpf_sk_storage_map")]
+pub fn seed_conns(ctx: *mut seed::IterCtx) -> i32 {
+    seed::try_seed(ctx)
 }
 
 #[cfg(not(test))]
@@ -30,4 +71,4 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+static LICENSE: [u8; 4] = *b"GPL\0";

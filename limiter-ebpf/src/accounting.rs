@@ -1,0 +1,192 @@
+//! sock_ops at the cgroup v2 root: exact accounting of established connections.
+//!
+//! Every TCP socket that becomes established, in any network namespace, gets a record and the
+//! state callback, so its close is seen. If a rule covers its destination the socket holds one
+//! slot of that rule: the slot its handshake reserved (server side: the flow's pending entry;
+//! client side: the connect() reservation) or, failing that, a slot taken unconditionally,
+//! because the connection exists and must be counted.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
+        BPF_TCP_CLOSE,
+    },
+    helpers::bpf_ktime_get_ns,
+    programs::SockOpsContext,
+};
+use limiter_common::{CONN_CLOSED, FlowKey, phase, side};
+
+use core::ptr::addr_of;
+
+use crate::{
+    addr::{self, ctx_ip6, ctx_u32},
+    conn,
+    maps::PENDING,
+    rules,
+    slots::{epoch_now, force_take, settle},
+    sync::cas,
+};
+
+/// Everything read from the context, once, before branching (the verifier is happier, and
+/// the fields mean the same in every callback that uses them).
+struct Sock {
+    sk: *mut core::ffi::c_void,
+    local: [u8; 16],
+    remote: [u8; 16],
+    local_port: u16,
+    remote_port: u16,
+}
+
+#[inline(always)]
+fn read(ctx: &SockOpsContext) -> Sock {
+    let ops = ctx.ops;
+    // SAFETY: field addresses of the program's context; read once each (addr::ctx_u32).
+    unsafe {
+        let family = ctx_u32(addr_of!((*ops).family));
+        let (local_ip4, remote_ip4) = (
+            ctx_u32(addr_of!((*ops).local_ip4)),
+            ctx_u32(addr_of!((*ops).remote_ip4)),
+        );
+        let local_ip6 = ctx_ip6(addr_of!((*ops).local_ip6));
+        let remote_ip6 = ctx_ip6(addr_of!((*ops).remote_ip6));
+        let (local_port, remote_port) = (
+            ctx_u32(addr_of!((*ops).local_port)),
+            ctx_u32(addr_of!((*ops).remote_port)),
+        );
+        Sock {
+            sk: (*ops).__bindgen_anon_2.sk as *mut core::ffi::c_void,
+            local: addr::from_ctx(family, local_ip4, local_ip6),
+            remote: addr::from_ctx(family, remote_ip4, remote_ip6),
+            // local_port is in host order; remote_port holds the network-order port in its
+            // upper half on little-endian hosts, which u32::from_be turns back into the port.
+            local_port: local_port as u16,
+            remote_port: u32::from_be(remote_port) as u16,
+        }
+    }
+}
+
+pub fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
+    let op = ctx.op();
+    match op {
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => passive_established(ctx),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => active_established(ctx),
+        BPF_SOCK_OPS_TCP_CONNECT_CB => connecting(ctx),
+        BPF_SOCK_OPS_STATE_CB => {
+            // arg 1 is the new state.
+            if ctx.arg(1) == BPF_TCP_CLOSE {
+                let s = read(ctx);
+                if let Some(rec) = conn::record(s.sk, false) {
+                    conn::release(rec);
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn enable_close_callback(ctx: &SockOpsContext) {
+    let flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG;
+    let _ = ctx.set_cb_flags(flags as i32);
+}
+
+fn passive_established(ctx: &SockOpsContext) -> Result<(), ()> {
+    let s = read(ctx);
+    let rec = conn::record(s.sk, true).ok_or(())?;
+    enable_close_callback(ctx);
+    rec.side = side::INBOUND;
+    rec.dest = addr::dest(s.local, s.local_port);
+    rec.peer = s.remote;
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    rec.established_ns = now;
+    rec.phase = phase::ESTABLISHED;
+    let Some(cfg) = rules::lookup(&rec.dest) else {
+        return Ok(());
+    };
+    let rule_id = cfg.id;
+    let slots = rules::slots(rule_id, side::INBOUND).ok_or(())?;
+    let flow = FlowKey {
+        saddr: s.remote,
+        daddr: s.local,
+        sport: s.remote_port,
+        dport: s.local_port,
+    };
+    let epoch = epoch_now(now);
+    // SAFETY: copying the value out of a live map element.
+    let pending = PENDING.get_ptr(&flow).map(|p| unsafe { *p });
+    match pending {
+        Some(p) if p.rule_id == rule_id => {
+            let (pending_epoch, pending_flags) = (u64::from(p.epoch), p.flags as u8);
+            settle(slots, pending_epoch, epoch);
+            if pending_flags & limiter_common::CONN_F_PER_SOURCE != 0
+                && let Some(src) = crate::admit::source_slots(rule_id, &s.remote)
+            {
+                settle(src, pending_epoch, epoch);
+                rec.flags |= limiter_common::CONN_F_PER_SOURCE;
+            }
+            let _ = PENDING.remove(&flow);
+        }
+        _ => force_take(slots),
+    }
+    // A seeding run may adopt this socket meanwhile (it is ESTABLISHED with no rule): the
+    // compare-and-swap lets exactly one of us count it.
+    if !cas(conn::rule_id_ptr(rec), 0, rule_id).1 {
+        // A seeding run counted it first; undo ours.
+        crate::slots::give_back(slots);
+        return Ok(());
+    }
+    conn::count_established(rec, rule_id, now);
+    Ok(())
+}
+
+fn connecting(ctx: &SockOpsContext) -> Result<(), ()> {
+    let s = read(ctx);
+    let rec = conn::record(s.sk, false).ok_or(())?;
+    let rule_id = rec.rule_id;
+    if rule_id == 0 || rule_id == CONN_CLOSED || rec.phase != phase::RESERVED {
+        return Ok(());
+    }
+    // The SYN is about to leave: the connect() reservation becomes a held slot, released by
+    // the close callback whether the handshake succeeds or fails.
+    enable_close_callback(ctx);
+    if let Some(slots) = rules::slots(rule_id, side::OUTBOUND) {
+        // SAFETY: reading the monotonic clock has no preconditions.
+        let epoch = epoch_now(unsafe { bpf_ktime_get_ns() });
+        settle(slots, u64::from(rec.reserve_epoch), epoch);
+    }
+    rec.phase = phase::CONNECTING;
+    Ok(())
+}
+
+fn active_established(ctx: &SockOpsContext) -> Result<(), ()> {
+    let s = read(ctx);
+    let rec = conn::record(s.sk, true).ok_or(())?;
+    enable_close_callback(ctx);
+    rec.side = side::OUTBOUND;
+    rec.dest = addr::dest(s.remote, s.remote_port);
+    rec.peer = s.local;
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let held = rec.rule_id;
+    if held != 0 && held != CONN_CLOSED && rec.phase == phase::CONNECTING {
+        // connect() took the slot; it is established now.
+        conn::count_established(rec, held, now);
+        return Ok(());
+    }
+    rec.established_ns = now;
+    rec.phase = phase::ESTABLISHED;
+    let Some(cfg) = rules::lookup(&rec.dest) else {
+        return Ok(());
+    };
+    let rule_id = cfg.id;
+    let slots = rules::slots(rule_id, side::OUTBOUND).ok_or(())?;
+    force_take(slots);
+    if !cas(conn::rule_id_ptr(rec), held, rule_id).1 {
+        crate::slots::give_back(slots);
+        return Ok(());
+    }
+    conn::count_established(rec, rule_id, now);
+    Ok(())
+}

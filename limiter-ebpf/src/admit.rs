@@ -1,0 +1,92 @@
+//! The admission decision for a new connection (a SYN, or a connect()), shared by every hook.
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use limiter_common::{CONN_F_PER_SOURCE, RuleConfig, SideSlots, SourceKey, reason, side};
+
+use crate::{
+    maps::SOURCES,
+    rules,
+    slots::{give_back, mark_pending, rate_admit, reclaim, take},
+};
+
+pub enum Decision {
+    /// A slot was taken and recorded as a reservation of epoch `epoch`; `flags` says what
+    /// else it holds (CONN_F_PER_SOURCE).
+    Admit { flags: u8 },
+    /// Over a limit, for `reason` (limiter_common::reason).
+    Refuse(usize),
+}
+
+/// True if the rule limits anything that an admission decision checks.
+#[inline(always)]
+pub fn limits_anything(cfg: &RuleConfig) -> bool {
+    cfg.max_connections != 0 || cfg.syn_rate != 0 || cfg.per_source != 0
+}
+
+/// The per-source slots of `source` for a rule, created on first use.
+#[inline(always)]
+pub fn source_slots(rule_id: u64, source: &[u8; 16]) -> Option<*mut SideSlots> {
+    let key = SourceKey {
+        rule_id,
+        addr: *source,
+    };
+    if let Some(p) = SOURCES.get_ptr_mut(&key) {
+        return Some(p);
+    }
+    // A concurrent insert of the same key makes this fail with EEXIST; the lookup then finds it.
+    let _ = SOURCES.insert(&key, &SideSlots::default(), u64::from(BPF_NOEXIST));
+    SOURCES.get_ptr_mut(&key)
+}
+
+/// Decides a new connection of `which` side from `source` to the rule `cfg`. On admission the
+/// slots are taken and recorded as reservations of `epoch`.
+#[inline(always)]
+pub fn decide(cfg: &RuleConfig, which: u8, source: &[u8; 16], now_ns: u64, epoch: u64) -> Decision {
+    let Some(slots) = rules::slots(cfg.id, which) else {
+        // The rule's state is created before the rule is published; a missing state means the
+        // rule is being deleted. Decide as if it were gone.
+        return Decision::Admit { flags: 0 };
+    };
+    reclaim(slots, epoch);
+
+    let mut per_source: Option<*mut SideSlots> = None;
+    if which == side::INBOUND && cfg.per_source != 0 {
+        let Some(src) = source_slots(cfg.id, source) else {
+            return Decision::Refuse(reason::TABLE_FULL);
+        };
+        reclaim(src, epoch);
+        if !take(src, cfg.per_source) {
+            return Decision::Refuse(reason::PER_SOURCE);
+        }
+        per_source = Some(src);
+    }
+
+    let verdict = if !take(slots, cfg.max_connections) {
+        Some(reason::LIMIT)
+    } else if !rate_admit(slots, cfg.syn_rate, cfg.syn_burst, now_ns) {
+        give_back(slots);
+        Some(reason::RATE)
+    } else if !mark_pending(slots, epoch) {
+        Some(reason::LIMIT)
+    } else {
+        None
+    };
+
+    match (verdict, per_source) {
+        (Some(r), Some(src)) => {
+            give_back(src);
+            Decision::Refuse(r)
+        }
+        (Some(r), None) => Decision::Refuse(r),
+        (None, Some(src)) => {
+            if mark_pending(src, epoch) {
+                Decision::Admit {
+                    flags: CONN_F_PER_SOURCE,
+                }
+            } else {
+                Decision::Admit { flags: 0 }
+            }
+        }
+        (None, None) => Decision::Admit { flags: 0 },
+    }
+}

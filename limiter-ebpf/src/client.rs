@@ -1,0 +1,95 @@
+//! Client side: connect() by processes on this node, refused inside the syscall.
+//!
+//! cgroup/connect4 and connect6 at the cgroup v2 root run before the kernel routes or sends
+//! anything, with the address the caller passed: a Service VIP is limited as the VIP, before
+//! any DNAT. A refused connect() returns ECONNREFUSED (bpf_set_retval) and no packet leaves.
+//! An admitted one holds a reservation; sock_ops turns it into a held slot when the SYN is
+//! sent, and if connect() fails before that, the reservation expires with its bucket.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, generated::bpf_set_retval},
+    programs::SockAddrContext,
+};
+use limiter_common::{CONN_CLOSED, RuleConfig, action, phase, rule_flags, side};
+
+use core::ptr::addr_of;
+
+use crate::{
+    addr::{self, ctx_ip6, ctx_u32},
+    admit::{Decision, decide, limits_anything},
+    conn, rules,
+    slots::epoch_now,
+};
+
+const SOCK_STREAM: u32 = 1;
+const IPPROTO_TCP: u32 = 6;
+const ECONNREFUSED: i32 = 111;
+
+pub const ALLOW: i32 = 1;
+pub const DENY: i32 = 0;
+
+#[inline(always)]
+fn client_rule(dest: &limiter_common::DestAddr) -> Option<&'static RuleConfig> {
+    let cfg = rules::lookup(dest)?;
+    (cfg.flags & rule_flags::SIDE_CLIENT != 0 && limits_anything(cfg)).then_some(cfg)
+}
+
+/// `v6`: the program is attached as connect6 (the kernel lets connect4 read only user_ip4,
+/// and connect6 only user_ip6).
+#[inline(always)]
+pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
+    let a = ctx.sock_addr;
+    // SAFETY: field addresses of the program's context, each read once.
+    let (ty, protocol, ip, port, sk) = unsafe {
+        let ty = ctx_u32(addr_of!((*a).type_));
+        let protocol = ctx_u32(addr_of!((*a).protocol));
+        let ip = if v6 {
+            addr::v6_words(ctx_ip6(addr_of!((*a).user_ip6)))
+        } else {
+            addr::mapped_v4(ctx_u32(addr_of!((*a).user_ip4)))
+        };
+        // user_port holds the network-order port in its low 16 bits.
+        let port = u16::from_be(ctx_u32(addr_of!((*a).user_port)) as u16);
+        let sk = (*a).__bindgen_anon_1.sk as *mut core::ffi::c_void;
+        (ty, protocol, ip, port, sk)
+    };
+    if ty != SOCK_STREAM || protocol != IPPROTO_TCP {
+        return ALLOW;
+    }
+    let dest = addr::dest(ip, port);
+    let Some(cfg) = client_rule(&dest) else {
+        return ALLOW;
+    };
+    let Some(rec) = conn::record(sk, true) else {
+        return ALLOW;
+    };
+    let held = rec.rule_id;
+    if held != 0 && held != CONN_CLOSED && rec.phase != phase::RESERVED {
+        // A second connect() on a socket already connecting: the kernel answers EALREADY.
+        return ALLOW;
+    }
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let epoch = epoch_now(now);
+    match decide(cfg, side::OUTBOUND, &[0; 16], now, epoch) {
+        Decision::Admit { .. } => {
+            rec.side = side::OUTBOUND;
+            rec.dest = dest;
+            rec.phase = phase::RESERVED;
+            rec.reserve_epoch = epoch as u32;
+            rec.rule_id = cfg.id;
+            rules::count_accepted(cfg.id, side::OUTBOUND);
+            ALLOW
+        }
+        Decision::Refuse(reason) => {
+            if cfg.flags & rule_flags::DRY_RUN != 0 {
+                rules::count_refusal(cfg.id, side::OUTBOUND, reason, action::DRY_RUN);
+                return ALLOW;
+            }
+            rules::count_refusal(cfg.id, side::OUTBOUND, reason, action::REJECT);
+            // SAFETY: sets the syscall's return value; valid in cgroup sock_addr programs.
+            unsafe { bpf_set_retval(-ECONNREFUSED) };
+            DENY
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Every map of the dataplane. Userspace pins them under `<bpffs>/limiter/` by these names, so
+//! names are part of the pinned format (see limiter_common::MAP_LAYOUT_VERSION).
+
+use aya_ebpf::{
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
+};
+use limiter_common::{
+    ConnRecord, DestAddr, FlowKey, Pending, RuleConfig, RuleState, RuleStats, SeedRequest,
+    SideSlots, SourceKey, capacity,
+};
+
+/// Hash maps whose elements the kernel changes in place must not be preallocated: a
+/// preallocated element freed by a delete can be handed to a new key while a program still
+/// writes through its old pointer.
+const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
+
+/// Rules by destination; the most specific prefix wins.
+#[map(name = "RULES")]
+pub static RULES: LpmTrie<DestAddr, RuleConfig> = LpmTrie::pinned(capacity::RULES, NO_PREALLOC);
+
+/// Slot state by rule id; changed only atomically.
+#[map(name = "RULE_STATE")]
+pub static RULE_STATE: HashMap<u64, RuleState> = HashMap::pinned(capacity::RULES, NO_PREALLOC);
+
+/// Per-CPU counters by rule id.
+#[map(name = "RULE_STATS")]
+pub static RULE_STATS: PerCpuHashMap<u64, RuleStats> =
+    PerCpuHashMap::pinned(capacity::RULES, NO_PREALLOC);
+
+/// Handshake reservations by flow (server side).
+#[map(name = "PENDING")]
+pub static PENDING: LruHashMap<FlowKey, Pending> = LruHashMap::pinned(capacity::PENDING, 0);
+
+/// Per-source slots (`--per-source`); only `used` and `pending` of SideSlots are used.
+#[map(name = "SOURCES")]
+pub static SOURCES: LruHashMap<SourceKey, SideSlots> = LruHashMap::pinned(capacity::SOURCES, 0);
+
+/// The seeding iterator's parameters (index 0), written by userspace before each run.
+#[map(name = "SEED")]
+pub static SEED: Array<SeedRequest> = Array::with_max_entries(1, 0);
+
+/// One record per TCP socket seen established (or connecting under a client-side rule).
+#[btf_map(name = "CONNS", pin_by_name)]
+pub static CONNS: SkStorage<ConnRecord> = SkStorage::new();
+
+/// The raw map pointer of CONNS, for `bpf_sk_storage_get` with a socket from any context
+/// (aya-ebpf's SkStorage methods only accept a sock_addr context).
+#[inline(always)]
+pub fn conns_ptr() -> *mut core::ffi::c_void {
+    core::ptr::addr_of!(CONNS) as *mut core::ffi::c_void
+}

@@ -1,0 +1,61 @@
+//! Finding the rule of a destination, and the per-CPU counters of a decision.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use limiter_common::{
+    DestAddr, EXACT_PREFIX_BITS, RuleConfig, RuleState, SideSlots, SideStats, side,
+};
+
+use crate::maps::{RULE_STATE, RULE_STATS, RULES};
+
+/// The most specific rule covering `dest`, if any.
+#[inline(always)]
+pub fn lookup(dest: &DestAddr) -> Option<&'static RuleConfig> {
+    RULES.get(&Key::new(EXACT_PREFIX_BITS, *dest))
+}
+
+/// The slot state of one side of a rule.
+#[inline(always)]
+pub fn slots(rule_id: u64, which: u8) -> Option<*mut SideSlots> {
+    let state: *mut RuleState = RULE_STATE.get_ptr_mut(&rule_id)?;
+    // SAFETY: field address inside a live map value.
+    Some(unsafe {
+        if which == side::INBOUND {
+            core::ptr::addr_of_mut!((*state).inbound)
+        } else {
+            core::ptr::addr_of_mut!((*state).outbound)
+        }
+    })
+}
+
+/// This CPU's counters of one side of a rule.
+#[inline(always)]
+pub fn stats(rule_id: u64, which: u8) -> Option<&'static mut SideStats> {
+    let stats = RULE_STATS.get_ptr_mut(&rule_id)?;
+    // SAFETY: per-CPU value, only this CPU writes it while this program runs.
+    Some(unsafe {
+        if which == side::INBOUND {
+            &mut (*stats).inbound
+        } else {
+            &mut (*stats).outbound
+        }
+    })
+}
+
+/// Counts a refusal of `reason` with `action` (limiter_common::{reason, action}).
+#[inline(always)]
+pub fn count_refusal(rule_id: u64, which: u8, reason: usize, action: usize) {
+    if let Some(s) = stats(rule_id, which)
+        && reason < limiter_common::reason::COUNT
+        && action < limiter_common::action::COUNT
+    {
+        s.refused[reason][action] += 1;
+    }
+}
+
+/// Counts an admission decision.
+#[inline(always)]
+pub fn count_accepted(rule_id: u64, which: u8) {
+    if let Some(s) = stats(rule_id, which) {
+        s.accepted += 1;
+    }
+}

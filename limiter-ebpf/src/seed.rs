@@ -1,0 +1,94 @@
+//! Seeding: a rule created while connections to its destination are open counts them.
+//!
+//! Every established TCP socket already has a record (sock_ops gives it one), so this
+//! iterator walks the socket-storage map itself, in every network namespace at once, and
+//! adopts each established socket that matches the new rule and holds no live slot. Adoption
+//! is a compare-and-swap on the record's rule id, the same word the close path exchanges, so
+//! a socket closing during the walk is either counted and released, or neither.
+
+use aya_ebpf::helpers::generated::bpf_sk_storage_get;
+use limiter_common::{CONN_CLOSED, ConnRecord, DestAddr, SeedRequest, phase};
+
+use crate::{
+    conn,
+    maps::{RULE_STATE, SEED, conns_ptr},
+    rules,
+    slots::force_take,
+    sync::cas,
+};
+
+/// Context of an `iter/bpf_sk_storage_map` program (struct bpf_iter__bpf_sk_storage_map).
+#[repr(C)]
+pub struct IterCtx {
+    meta: *mut core::ffi::c_void,
+    map: *mut core::ffi::c_void,
+    sk: *mut core::ffi::c_void,
+    value: *mut core::ffi::c_void,
+}
+
+/// True if the first `bits` bits of `a` and `b` (port, then address) are equal.
+#[inline(always)]
+fn prefix_matches(a: &DestAddr, b: &DestAddr, bits: u32) -> bool {
+    let mut x = [0u8; 18];
+    let mut y = [0u8; 18];
+    x[..2].copy_from_slice(&a.port);
+    x[2..].copy_from_slice(&a.addr);
+    y[..2].copy_from_slice(&b.port);
+    y[2..].copy_from_slice(&b.addr);
+    let mut left = bits;
+    for i in 0..18 {
+        if left == 0 {
+            break;
+        }
+        let mask: u8 = if left >= 8 {
+            0xff
+        } else {
+            0xffu8 << (8 - left)
+        };
+        if x[i] & mask != y[i] & mask {
+            return false;
+        }
+        left = left.saturating_sub(8);
+    }
+    true
+}
+
+pub fn try_seed(ctx: *mut IterCtx) -> i32 {
+    // SAFETY: ctx is the iterator context; sk is NULL once the walk is over.
+    let sk = unsafe { (*ctx).sk };
+    if sk.is_null() {
+        return 0;
+    }
+    let Some(req) = SEED.get(0) else {
+        return 0;
+    };
+    let req: SeedRequest = *req;
+    // SAFETY: sk is the iterated socket; the helper returns NULL if it has no record.
+    let p = unsafe { bpf_sk_storage_get(conns_ptr(), sk, core::ptr::null_mut(), 0) };
+    // SAFETY: non-NULL result points to the socket's record.
+    let Some(rec) = (unsafe { (p as *mut ConnRecord).as_mut() }) else {
+        return 0;
+    };
+    if rec.phase != phase::ESTABLISHED || !prefix_matches(&rec.dest, &req.dest, req.prefix_len) {
+        return 0;
+    }
+    let current = rec.rule_id;
+    if current == CONN_CLOSED || current == req.rule_id {
+        return 0;
+    }
+    // A slot of another live rule stays where it is; one of a deleted rule is void.
+    if current != 0 && RULE_STATE.get_ptr(&current).is_some() {
+        return 0;
+    }
+    let Some(slots) = rules::slots(req.rule_id, rec.side) else {
+        return 0;
+    };
+    if cas(conn::rule_id_ptr(rec), current, req.rule_id).1 {
+        // The per-source share of an adopted socket is not tracked: it took none.
+        rec.flags = 0;
+        force_take(slots);
+        let established = rec.established_ns;
+        conn::count_established(rec, req.rule_id, established);
+    }
+    0
+}

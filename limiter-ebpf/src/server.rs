@@ -1,0 +1,233 @@
+//! Server side: connections arriving at a destination on this node, in any network namespace.
+//!
+//! Two hooks decide a SYN, and both take the slot through `admit::decide`:
+//! - `sk_lookup`, attached to each network namespace by the daemon, runs when a SYN looks for
+//!   a listener. Returning SK_DROP makes the lookup find no socket, so the kernel answers with a
+//!   RST and the caller gets ECONNREFUSED at once: this is reject mode.
+//! - `cgroup_skb/ingress` at the cgroup v2 root sees every packet delivered to a listening
+//!   socket, whatever its namespace. It decides SYNs for drop mode (the SYN is discarded and the
+//!   caller retries), decides in reject mode too where no sk_lookup is attached yet (a pod
+//!   created a moment ago), and checks the handshake-completing ACK: a reservation that
+//!   expired is re-taken if a slot is free, else the ACK is dropped so the connection cannot
+//!   become established over the limit.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{__sk_buff, BPF_TCP_LISTEN},
+    helpers::bpf_ktime_get_ns,
+    programs::{SkBuffContext, SkLookupContext},
+};
+use limiter_common::{FlowKey, Pending, RuleConfig, action, rule_flags, side};
+
+use core::ptr::addr_of;
+
+use crate::{
+    addr::{self, ctx_ip6, ctx_u32},
+    admit::{Decision, decide, limits_anything},
+    maps::PENDING,
+    rules,
+    slots::{epoch_now, mark_pending, take},
+};
+
+const IPPROTO_TCP: u8 = 6;
+const ETH_P_IP: u32 = 0x0800;
+const ETH_P_IPV6: u32 = 0x86dd;
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+
+pub const SK_PASS: u32 = 1;
+pub const SK_DROP: u32 = 0;
+
+/// The rule of `dest` if it is enforced on the server side.
+#[inline(always)]
+fn server_rule(flow: &FlowKey) -> Option<&'static RuleConfig> {
+    let cfg = rules::lookup(&addr::dest(flow.daddr, flow.dport))?;
+    (cfg.flags & rule_flags::SIDE_SERVER != 0 && limits_anything(cfg)).then_some(cfg)
+}
+
+/// Decides a new flow; on admission records the reservation. Returns whether to admit and
+/// counts the decision with `refuse_action` if it refuses.
+#[inline(always)]
+fn admit_new_flow(cfg: &RuleConfig, flow: &FlowKey, refuse_action: usize) -> bool {
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let epoch = epoch_now(now);
+    match decide(cfg, side::INBOUND, &flow.saddr, now, epoch) {
+        Decision::Admit { flags } => {
+            let p = Pending {
+                rule_id: cfg.id,
+                epoch: epoch as u32,
+                flags: u32::from(flags),
+            };
+            let _ = PENDING.insert(flow, &p, 0);
+            rules::count_accepted(cfg.id, side::INBOUND);
+            true
+        }
+        Decision::Refuse(reason) => {
+            if cfg.flags & rule_flags::DRY_RUN != 0 {
+                rules::count_refusal(cfg.id, side::INBOUND, reason, action::DRY_RUN);
+                true
+            } else {
+                rules::count_refusal(cfg.id, side::INBOUND, reason, refuse_action);
+                false
+            }
+        }
+    }
+}
+
+pub fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
+    let l = ctx.lookup;
+    // SAFETY: field addresses of the program's context, each read once.
+    let (family, protocol, flow) = unsafe {
+        let family = ctx_u32(addr_of!((*l).family));
+        let protocol = ctx_u32(addr_of!((*l).protocol));
+        let (remote_ip4, local_ip4) = (
+            ctx_u32(addr_of!((*l).remote_ip4)),
+            ctx_u32(addr_of!((*l).local_ip4)),
+        );
+        let remote_ip6 = ctx_ip6(addr_of!((*l).remote_ip6));
+        let local_ip6 = ctx_ip6(addr_of!((*l).local_ip6));
+        // remote_port is a __be16 followed by padding; local_port is host order.
+        let remote_port = ctx_u32(addr_of!((*l).remote_port) as *const u32) as u16;
+        let local_port = ctx_u32(addr_of!((*l).local_port));
+        let flow = FlowKey {
+            saddr: addr::from_ctx(family, remote_ip4, remote_ip6),
+            daddr: addr::from_ctx(family, local_ip4, local_ip6),
+            sport: u16::from_be(remote_port),
+            dport: local_port as u16,
+        };
+        (family, protocol, flow)
+    };
+    let _ = family;
+    if protocol != u32::from(IPPROTO_TCP) {
+        return SK_PASS;
+    }
+    let Some(cfg) = server_rule(&flow) else {
+        return SK_PASS;
+    };
+    // Drop mode is decided by the cgroup_skb hook, which can discard silently.
+    if cfg.flags & rule_flags::MODE_DROP != 0 || PENDING.get_ptr(&flow).is_some() {
+        return SK_PASS;
+    }
+    if admit_new_flow(cfg, &flow, action::REJECT) {
+        SK_PASS
+    } else {
+        SK_DROP
+    }
+}
+
+#[inline(always)]
+fn skb(ctx: &SkBuffContext) -> *mut __sk_buff {
+    ctx.as_ptr() as *mut __sk_buff
+}
+
+/// Reads the TCP flow and flags of an ingress packet (data starts at the network header).
+#[inline(always)]
+fn parse(ctx: &SkBuffContext) -> Option<(FlowKey, u8)> {
+    // SAFETY: the context pointer of a cgroup_skb program is a __sk_buff.
+    let proto = unsafe { (*skb(ctx)).protocol };
+    let (saddr, daddr, l4) = if proto == ETH_P_IP.to_be() {
+        let vihl: u8 = ctx.load(0).ok()?;
+        if ctx.load::<u8>(9).ok()? != IPPROTO_TCP {
+            return None;
+        }
+        let s: u32 = ctx.load(12).ok()?;
+        let d: u32 = ctx.load(16).ok()?;
+        (
+            addr::mapped_v4(s),
+            addr::mapped_v4(d),
+            usize::from(vihl & 0x0f) * 4,
+        )
+    } else if proto == ETH_P_IPV6.to_be() {
+        // Extension headers before TCP are rare on a SYN; such packets pass undecided.
+        if ctx.load::<u8>(6).ok()? != IPPROTO_TCP {
+            return None;
+        }
+        let s: [u8; 16] = ctx.load(8).ok()?;
+        let d: [u8; 16] = ctx.load(24).ok()?;
+        (s, d, 40)
+    } else {
+        return None;
+    };
+    let sport: u16 = ctx.load(l4).ok()?;
+    let dport: u16 = ctx.load(l4 + 2).ok()?;
+    let flags: u8 = ctx.load(l4 + 13).ok()?;
+    let flow = FlowKey {
+        saddr,
+        daddr,
+        sport: u16::from_be(sport),
+        dport: u16::from_be(dport),
+    };
+    Some((flow, flags))
+}
+
+/// 1 lets the packet through, 0 drops it.
+pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
+    // Only packets handed to a listening socket matter: SYNs and handshake-completing ACKs.
+    // SAFETY: the context is a __sk_buff; sk may be NULL and is checked.
+    let sk = unsafe { (*skb(ctx)).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return 1;
+    }
+    // SAFETY: non-NULL socket pointer from the context.
+    if unsafe { (*sk).state } != BPF_TCP_LISTEN {
+        return 1;
+    }
+    let Some((flow, flags)) = parse(ctx) else {
+        return 1;
+    };
+    let Some(cfg) = server_rule(&flow) else {
+        return 1;
+    };
+    let syn = flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0;
+    if let Some(p) = PENDING.get_ptr_mut(&flow) {
+        // SAFETY: pointer to a live map value.
+        let p = unsafe { &mut *p };
+        if p.rule_id == cfg.id {
+            return if syn { 1 } else { keep_reservation(cfg, p) };
+        }
+    }
+    if !syn {
+        // An ACK with no reservation: a handshake that began before the rule existed, or a
+        // stray ACK. Taking a slot here would let an ACK flood fill the limit; settling at
+        // establishment counts the former.
+        return 1;
+    }
+    if admit_new_flow(cfg, &flow, action::DROP) {
+        1
+    } else {
+        0
+    }
+}
+
+/// The ACK that completes a handshake: its reservation must still be live when the socket
+/// is established a moment later. Renew an old one into the current bucket; re-take a slot
+/// for an expired one, or drop the ACK when none is free.
+#[inline(always)]
+fn keep_reservation(cfg: &RuleConfig, p: &mut Pending) -> i32 {
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let epoch = epoch_now(now);
+    if u64::from(p.epoch) == epoch {
+        return 1;
+    }
+    let Some(slots) = rules::slots(cfg.id, side::INBOUND) else {
+        return 1;
+    };
+    let moved = crate::slots::unpend(slots, u64::from(p.epoch), epoch);
+    let held = moved || take(slots, cfg.max_connections);
+    if held && mark_pending(slots, epoch) {
+        p.epoch = epoch as u32;
+        return 1;
+    }
+    if cfg.flags & rule_flags::DRY_RUN != 0 {
+        return 1;
+    }
+    rules::count_refusal(
+        cfg.id,
+        side::INBOUND,
+        limiter_common::reason::LIMIT,
+        action::DROP,
+    );
+    0
+}

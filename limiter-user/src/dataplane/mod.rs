@@ -1,0 +1,195 @@
+//! The kernel side of the daemon: loads limiter's eBPF object, attaches it, and owns its maps.
+//!
+//! Maps and links are pinned under `<bpffs>/limiter/`: the kernel keeps enforcing and counting
+//! while no daemon runs, and the next daemon adopts both (rules included: the rules map is the
+//! source of truth, so runtime rules survive a restart).
+
+mod programs;
+mod sys;
+mod tables;
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
+
+use anyhow::Context as _;
+use aya::{Ebpf, EbpfLoader};
+use tracing::{info, warn};
+
+use crate::{
+    dest::Dest,
+    model::{Dataplane, DestinationStatus, RuleSpec},
+};
+
+/// Where the daemon attaches and pins.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// cgroup v2 directory to attach to; None = the detected cgroup2 root.
+    pub cgroup: Option<PathBuf>,
+    /// bpffs mount point; pins go to `<bpffs>/limiter/`.
+    pub bpffs: PathBuf,
+}
+
+struct Inner {
+    ebpf: Ebpf,
+    tables: tables::Tables,
+    rules: BTreeMap<Dest, (u64, RuleSpec)>,
+    next_id: u64,
+    links_dir: PathBuf,
+    maps_dir: PathBuf,
+    /// Namespaces seen by the last scan (for `describe`).
+    namespaces: usize,
+}
+
+pub struct EbpfDataplane {
+    inner: Mutex<Inner>,
+    cgroup: PathBuf,
+    pin_dir: PathBuf,
+}
+
+/// The eBPF object built by build.rs from limiter-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/limiter"));
+
+impl EbpfDataplane {
+    pub fn start(opts: &Options) -> anyhow::Result<Self> {
+        let cgroup = sys::cgroup2_root(opts.cgroup.as_deref())?;
+        sys::ensure_bpffs(&opts.bpffs)?;
+        let pin_dir = opts.bpffs.join(crate::paths::PIN_DIR_NAME);
+        let maps_dir = pin_dir.join("maps");
+        let links_dir = pin_dir.join("links");
+        for dir in [&maps_dir, &links_dir] {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let adopting = std::fs::read_dir(&links_dir)?.next().is_some();
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(OBJECT)
+            .with_context(|| {
+                format!(
+                    "load limiter's eBPF object (maps pinned in {} by another version? \
+                     `limiter daemon --cleanup` removes them)",
+                    maps_dir.display()
+                )
+            })?;
+        if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
+            // The programs log nothing per packet; no logger is not an error.
+            tracing::debug!(error = %e, "no aya-log records");
+        }
+        programs::load_all(&mut ebpf)?;
+        programs::attach_cgroup(&mut ebpf, &cgroup, &links_dir).with_context(|| {
+            format!(
+                "attach to cgroup {} (needs root; on a hybrid layout pass --cgroup /sys/fs/cgroup/unified)",
+                cgroup.display()
+            )
+        })?;
+        let namespaces = programs::sync_lookup(&mut ebpf, &links_dir, true)?;
+        let tables = tables::Tables::open(&mut ebpf)?;
+        let rules = tables.existing()?;
+        let next_id = rules.values().map(|(id, _)| *id).max().unwrap_or(0) + 1;
+        if adopting {
+            info!(rules = rules.len(), pins = %pin_dir.display(), "adopted running dataplane");
+        }
+        info!(cgroup = %cgroup.display(), namespaces, "dataplane ready");
+        Ok(Self {
+            inner: Mutex::new(Inner {
+                ebpf,
+                tables,
+                rules,
+                next_id,
+                links_dir,
+                maps_dir,
+                namespaces,
+            }),
+            cgroup,
+            pin_dir,
+        })
+    }
+
+    /// Periodic upkeep: attach the server-side lookup to namespaces created since.
+    pub fn maintain(&self) -> anyhow::Result<()> {
+        let mut inner = self.lock();
+        let Inner {
+            ebpf, links_dir, ..
+        } = &mut *inner;
+        let n = programs::sync_lookup(ebpf, links_dir, false)?;
+        inner.namespaces = n;
+        Ok(())
+    }
+
+    pub fn describe(&self) -> serde_json::Value {
+        let inner = self.lock();
+        serde_json::json!({
+            "cgroup": self.cgroup.display().to_string(),
+            "pin_dir": self.pin_dir.display().to_string(),
+            "programs": programs::CGROUP_PROGRAMS,
+            "namespaces_with_sk_lookup": inner.namespaces,
+            "rules": inner.rules.len(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves maps consistent (each step is one syscall).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Dataplane for EbpfDataplane {
+    fn apply_rule(&self, rule: &RuleSpec) -> anyhow::Result<()> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if let Some((id, _)) = inner.rules.get(&rule.destination) {
+            let id = *id;
+            inner
+                .tables
+                .publish(&rule.destination, &tables::to_config(id, rule))?;
+            inner
+                .rules
+                .insert(rule.destination.clone(), (id, rule.clone()));
+            return Ok(());
+        }
+        let id = inner.next_id;
+        inner.tables.create_counters(id)?;
+        if let Err(e) = inner
+            .tables
+            .publish(&rule.destination, &tables::to_config(id, rule))
+        {
+            inner.tables.remove_counters(id);
+            return Err(e);
+        }
+        inner.next_id += 1;
+        inner
+            .rules
+            .insert(rule.destination.clone(), (id, rule.clone()));
+        // Count the connections already open to the destination.
+        let seeded = inner
+            .tables
+            .set_seed(id, &rule.destination)
+            .and_then(|()| programs::run_seed(&mut inner.ebpf, &inner.maps_dir));
+        if let Err(e) = seeded {
+            warn!(error = %format!("{e:#}"), "rule applied but open connections were not counted");
+        }
+        Ok(())
+    }
+
+    fn delete_rule(&self, dest: &Dest) -> anyhow::Result<bool> {
+        let mut inner = self.lock();
+        let Some((id, _)) = inner.rules.get(dest).cloned() else {
+            return Ok(false);
+        };
+        inner.tables.unpublish(dest)?;
+        inner.tables.remove_counters(id);
+        inner.rules.remove(dest);
+        Ok(true)
+    }
+
+    fn status(&self) -> anyhow::Result<Vec<DestinationStatus>> {
+        let inner = self.lock();
+        inner
+            .rules
+            .values()
+            .map(|(id, rule)| inner.tables.status(*id, rule))
+            .collect()
+    }
+
+    fn rules(&self) -> Vec<RuleSpec> {
+        self.lock().rules.values().map(|(_, r)| r.clone()).collect()
+    }
+}

@@ -1,0 +1,147 @@
+//! The few system facts and bpf(2) commands aya 0.16 does not expose: where cgroup2 and bpffs
+//! are, replacing a link's program in place, and running an iterator bound to a map.
+
+use std::{
+    fs::File,
+    io::Read,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+fn fs_magic(path: &Path) -> std::io::Result<i64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
+/// The cgroup v2 hierarchy: `explicit` if given (it must be cgroup2), else the first of the
+/// known mount points that is cgroup2 (pure v2 at /sys/fs/cgroup, hybrid at .../unified).
+pub fn cgroup2_root(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        let magic = fs_magic(p).with_context(|| format!("cannot stat cgroup {}", p.display()))?;
+        if magic != CGROUP2_SUPER_MAGIC {
+            bail!(
+                "{} is not a cgroup v2 directory; pass the cgroup2 mount (see `mount -t cgroup2`)",
+                p.display()
+            );
+        }
+        return Ok(p.to_path_buf());
+    }
+    for candidate in crate::paths::CGROUP2_CANDIDATES {
+        if fs_magic(Path::new(candidate)).ok() == Some(CGROUP2_SUPER_MAGIC) {
+            return Ok(PathBuf::from(candidate));
+        }
+    }
+    bail!(
+        "no cgroup v2 hierarchy found at {:?}; mount one (`mount -t cgroup2 none /sys/fs/cgroup/unified`) or pass --cgroup",
+        crate::paths::CGROUP2_CANDIDATES
+    )
+}
+
+/// Makes sure `path` is a bpffs mount, mounting one if it is not.
+pub fn ensure_bpffs(path: &Path) -> anyhow::Result<()> {
+    if fs_magic(path).ok() == Some(BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path).with_context(|| format!("create {}", path.display()))?;
+    let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: valid C strings; a plain bpffs mount.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("mount bpffs at {} (needs CAP_SYS_ADMIN)", path.display()));
+    }
+    Ok(())
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_ITER_CREATE: libc::c_long = 33;
+const BPF_TRACE_ITER: u32 = 28;
+
+/// bpf(2) with a zero-padded attribute block (the kernel requires unused bytes to be zero).
+fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<i64> {
+    // SAFETY: attr is a valid, large enough bpf_attr for the commands used here.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn put_u32(attr: &mut [u8; 128], off: usize, v: u32) {
+    attr[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// Opens a pinned bpf object (map, link or program).
+pub fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    let mut attr = [0u8; 128];
+    attr[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Atomically replaces the program of `link` with `prog`: attached programs keep running
+/// with no gap while the daemon restarts or upgrades.
+pub fn link_update(link: impl AsFd, prog: impl AsFd) -> std::io::Result<()> {
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, link.as_fd().as_raw_fd() as u32);
+    put_u32(&mut attr, 4, prog.as_fd().as_raw_fd() as u32);
+    bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
+}
+
+/// Runs an iterator program over the elements of `map` (e.g. a socket-storage map) to the end,
+/// returning what it printed (limiter's iterators print nothing; they act on the elements).
+pub fn run_map_iterator(prog: impl AsFd, map: impl AsFd) -> std::io::Result<Vec<u8>> {
+    // bpf_iter_link_info { struct { __u32 map_fd; } map; } padded to its union size.
+    let mut info = [0u8; 16];
+    info[..4].copy_from_slice(&(map.as_fd().as_raw_fd() as u32).to_ne_bytes());
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, prog.as_fd().as_raw_fd() as u32);
+    put_u32(&mut attr, 8, BPF_TRACE_ITER);
+    attr[16..24].copy_from_slice(&(info.as_ptr() as u64).to_ne_bytes());
+    put_u32(&mut attr, 24, info.len() as u32);
+    let link_fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor we now own.
+    let link = unsafe { OwnedFd::from_raw_fd(link_fd as i32) };
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, link.as_raw_fd() as u32);
+    let iter_fd = bpf(BPF_ITER_CREATE, &mut attr)?;
+    // SAFETY: as above.
+    let mut iter = unsafe { File::from_raw_fd(iter_fd as i32) };
+    let mut out = Vec::new();
+    iter.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns, to read pending-bucket epochs.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,212 @@
+//! The rule maps as userspace sees them: publish, replace and remove rules, read counters.
+//!
+//! A new rule's counters are created before the rule is published in the trie, and a
+//! deleted rule leaves the trie before its counters go, so the kernel never finds a rule
+//! without counters. Sockets still holding a slot of a deleted rule find no counters at close
+//! and release nothing.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap, PerCpuValues, lpm_trie::Key},
+};
+use limiter_common::{
+    DestAddr, PENDING_BUCKET_NS, RuleConfig, RuleState, RuleStats, SeedRequest, SideSlots,
+    SideStats, action, reason, rule_flags,
+};
+
+use crate::{
+    dest::Dest,
+    model::{DestinationStatus, Mode, RuleSpec, Side, SideStatus},
+};
+
+pub struct Tables {
+    rules: LpmTrie<MapData, DestAddr, RuleConfig>,
+    state: HashMap<MapData, u64, RuleState>,
+    stats: PerCpuHashMap<MapData, u64, RuleStats>,
+    seed: Array<MapData, SeedRequest>,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> anyhow::Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type or layout"))
+}
+
+/// The kernel form of a rule.
+pub fn to_config(id: u64, rule: &RuleSpec) -> RuleConfig {
+    let mut flags = match rule.side {
+        Side::Server => rule_flags::SIDE_SERVER,
+        Side::Client => rule_flags::SIDE_CLIENT,
+        Side::Both => rule_flags::SIDE_SERVER | rule_flags::SIDE_CLIENT,
+    };
+    if rule.mode == Mode::Drop {
+        flags |= rule_flags::MODE_DROP;
+    }
+    if rule.dry_run {
+        flags |= rule_flags::DRY_RUN;
+    }
+    RuleConfig {
+        id,
+        max_connections: rule.max_connections.unwrap_or(0),
+        flags,
+        syn_rate: rule.syn_rate.unwrap_or(0),
+        syn_burst: rule.syn_burst.or(rule.syn_rate).unwrap_or(0),
+        per_source: rule.per_source.unwrap_or(0),
+        _pad: 0,
+    }
+}
+
+/// The user form of a rule found in the kernel (a previous daemon's).
+pub fn from_config(dest: Dest, cfg: &RuleConfig) -> RuleSpec {
+    let side = match (
+        cfg.flags & rule_flags::SIDE_SERVER != 0,
+        cfg.flags & rule_flags::SIDE_CLIENT != 0,
+    ) {
+        (true, false) => Side::Server,
+        (false, true) => Side::Client,
+        _ => Side::Both,
+    };
+    let nonzero = |v: u32| (v != 0).then_some(v);
+    RuleSpec {
+        destination: dest,
+        max_connections: nonzero(cfg.max_connections),
+        mode: if cfg.flags & rule_flags::MODE_DROP != 0 {
+            Mode::Drop
+        } else {
+            Mode::Reject
+        },
+        side,
+        syn_rate: nonzero(cfg.syn_rate),
+        syn_burst: nonzero(cfg.syn_burst).filter(|b| Some(*b) != nonzero(cfg.syn_rate)),
+        per_source: nonzero(cfg.per_source),
+        dry_run: cfg.flags & rule_flags::DRY_RUN != 0,
+    }
+}
+
+impl Tables {
+    pub fn open(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            rules: take(ebpf, "RULES")?,
+            state: take(ebpf, "RULE_STATE")?,
+            stats: take(ebpf, "RULE_STATS")?,
+            seed: take(ebpf, "SEED")?,
+        })
+    }
+
+    /// Rules already in the (pinned) trie, by destination, with their ids.
+    pub fn existing(&self) -> anyhow::Result<BTreeMap<Dest, (u64, RuleSpec)>> {
+        let mut out = BTreeMap::new();
+        for entry in self.rules.iter() {
+            let (key, cfg) = entry.context("read the rules map")?;
+            let dest = Dest::from_lpm_key(key.prefix_len(), &key.data());
+            out.insert(dest.clone(), (cfg.id, from_config(dest, &cfg)));
+        }
+        Ok(out)
+    }
+
+    /// Creates the counters of a new rule (zeroed).
+    pub fn create_counters(&mut self, id: u64) -> anyhow::Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(msg, e)| anyhow!("{msg}: {e}"))?;
+        let zeros = PerCpuValues::try_from(vec![RuleStats::default(); cpus.get() as usize])?;
+        self.stats
+            .insert(&id, zeros, 0)
+            .context("create rule counters (RULE_STATS full?)")?;
+        if let Err(e) = self.state.insert(&id, &RuleState::default(), 0) {
+            let _ = self.stats.remove(&id);
+            return Err(e).context("create rule slots (RULE_STATE full?)");
+        }
+        Ok(())
+    }
+
+    pub fn remove_counters(&mut self, id: u64) {
+        let _ = self.state.remove(&id);
+        let _ = self.stats.remove(&id);
+    }
+
+    /// Publishes or atomically replaces the rule of `dest`.
+    pub fn publish(&mut self, dest: &Dest, cfg: &RuleConfig) -> anyhow::Result<()> {
+        let (prefix, data) = dest.lpm_key();
+        self.rules
+            .insert(&Key::new(prefix, data), cfg, 0)
+            .with_context(|| format!("publish the rule for {dest} (rules map full?)"))
+    }
+
+    pub fn unpublish(&mut self, dest: &Dest) -> anyhow::Result<()> {
+        let (prefix, data) = dest.lpm_key();
+        self.rules
+            .remove(&Key::new(prefix, data))
+            .with_context(|| format!("remove the rule for {dest}"))
+    }
+
+    /// Sets the parameters of the next seeding run.
+    pub fn set_seed(&mut self, id: u64, dest: &Dest) -> anyhow::Result<()> {
+        let (prefix_len, dest) = dest.lpm_key();
+        let req = SeedRequest {
+            rule_id: id,
+            prefix_len,
+            dest,
+            ..Default::default()
+        };
+        self.seed.set(0, &req, 0).context("write the seed request")
+    }
+
+    pub fn status(&self, id: u64, rule: &RuleSpec) -> anyhow::Result<DestinationStatus> {
+        let state = self.state.get(&id, 0).unwrap_or_default();
+        let mut stats = RuleStats::default();
+        if let Ok(per_cpu) = self.stats.get(&id, 0) {
+            for cpu in per_cpu.iter() {
+                add(&mut stats.inbound, &cpu.inbound);
+                add(&mut stats.outbound, &cpu.outbound);
+            }
+        }
+        let epoch = super::sys::monotonic_ns() / PENDING_BUCKET_NS;
+        Ok(DestinationStatus {
+            destination: rule.destination.to_string(),
+            inbound: side_status(&state.inbound, &stats.inbound, epoch),
+            outbound: side_status(&state.outbound, &stats.outbound, epoch),
+            rule: Some(rule.clone()),
+        })
+    }
+}
+
+fn add(total: &mut SideStats, cpu: &SideStats) {
+    total.opened += cpu.opened;
+    total.closed += cpu.closed;
+    total.lifetime_ns += cpu.lifetime_ns;
+    total.accepted += cpu.accepted;
+    for r in 0..reason::COUNT {
+        for a in 0..action::COUNT {
+            total.refused[r][a] += cpu.refused[r][a];
+        }
+    }
+}
+
+fn side_status(slots: &SideSlots, stats: &SideStats, epoch: u64) -> SideStatus {
+    let mut refused = BTreeMap::new();
+    for (r, name) in reason::NAMES.iter().enumerate() {
+        let by_action = action::NAMES
+            .iter()
+            .enumerate()
+            .map(|(a, an)| (*an, stats.refused[r][a]))
+            .collect();
+        refused.insert(*name, by_action);
+    }
+    let limit = &stats.refused[reason::LIMIT];
+    SideStatus {
+        active: slots.established,
+        pending: slots.live_pending(epoch),
+        opened_total: stats.opened,
+        closed_total: stats.closed,
+        lifetime_seconds_total: stats.lifetime_ns as f64 / 1e9,
+        accepted_total: stats.accepted,
+        cx_overflow_total: limit[action::REJECT] + limit[action::DROP],
+        refused,
+    }
+}
