@@ -143,6 +143,11 @@ fn passive_established(ctx: &SockOpsContext) -> Result<(), ()> {
 
 fn connecting(ctx: &SockOpsContext) -> Result<(), ()> {
     let s = read(ctx);
+    // Client-side drop mode takes its slot when the SYN leaves (client::try_egress_syn); the
+    // close callback must be on by then to release it if the handshake fails.
+    if crate::client::client_drop_rule(&addr::dest(s.remote, s.remote_port)).is_some() {
+        enable_close_callback(ctx);
+    }
     let rec = conn::record(s.sk, false).ok_or(())?;
     let rule_id = rec.rule_id;
     if rule_id == 0 || rule_id == CONN_CLOSED || rec.phase != phase::RESERVED {

@@ -7,8 +7,10 @@
 //! sent, and if connect() fails before that, the reservation expires with its bucket.
 
 use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{__sk_buff, BPF_TCP_SYN_SENT},
     helpers::{bpf_ktime_get_ns, generated::bpf_set_retval},
-    programs::SockAddrContext,
+    programs::{SkBuffContext, SockAddrContext},
 };
 use limiter_common::{CONN_CLOSED, RuleConfig, action, phase, rule_flags, side};
 
@@ -18,7 +20,7 @@ use crate::{
     addr::{self, ctx_ip6, ctx_u32},
     admit::{Decision, decide, limits_anything},
     conn, rules,
-    slots::epoch_now,
+    slots::{epoch_now, settle},
 };
 
 const SOCK_STREAM: u32 = 1;
@@ -60,6 +62,10 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     let Some(cfg) = client_rule(&dest) else {
         return ALLOW;
     };
+    // Drop mode cannot refuse here: the SYN itself is dropped on egress (try_egress_syn).
+    if cfg.flags & rule_flags::MODE_DROP != 0 {
+        return ALLOW;
+    }
     let Some(rec) = conn::record(sk, true) else {
         return ALLOW;
     };
@@ -90,6 +96,69 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
             // SAFETY: sets the syscall's return value; valid in cgroup sock_addr programs.
             unsafe { bpf_set_retval(-ECONNREFUSED) };
             DENY
+        }
+    }
+}
+
+/// The rule of `dest` if it is enforced on the client side in drop mode.
+#[inline(always)]
+pub fn client_drop_rule(dest: &limiter_common::DestAddr) -> Option<&'static RuleConfig> {
+    client_rule(dest).filter(|cfg| cfg.flags & rule_flags::MODE_DROP != 0)
+}
+
+/// Client-side drop mode: a SYN leaving a connecting socket takes a slot or is discarded
+/// (the kernel retransmits it after its SYN timeout, so callers queue with backoff). The
+/// destination is the socket's own, i.e. the address the caller dialed before any DNAT.
+/// 1 lets the packet through, 0 drops it.
+pub fn try_egress_syn(ctx: &SkBuffContext) -> i32 {
+    let skb = ctx.as_ptr() as *mut __sk_buff;
+    // SAFETY: context fields read once each; sk may be NULL and is checked.
+    let (sk, family, ip4, ip6, port) = unsafe {
+        (
+            (*skb).__bindgen_anon_2.sk,
+            ctx_u32(addr_of!((*skb).family)),
+            ctx_u32(addr_of!((*skb).remote_ip4)),
+            ctx_ip6(addr_of!((*skb).remote_ip6)),
+            ctx_u32(addr_of!((*skb).remote_port)),
+        )
+    };
+    if sk.is_null() {
+        return 1;
+    }
+    // SAFETY: non-NULL socket pointer from the context.
+    if unsafe { (*sk).state } != BPF_TCP_SYN_SENT {
+        return 1;
+    }
+    let dest = addr::dest(addr::from_ctx(family, ip4, ip6), u32::from_be(port) as u16);
+    let Some(cfg) = client_drop_rule(&dest) else {
+        return 1;
+    };
+    let Some(rec) = conn::record(sk as *mut core::ffi::c_void, true) else {
+        return 1;
+    };
+    if rec.rule_id == cfg.id {
+        return 1; // a retransmission of a SYN that already holds its slot
+    }
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let epoch = epoch_now(now);
+    match decide(cfg, side::OUTBOUND, &[0; 16], now, epoch) {
+        Decision::Admit { .. } => {
+            if let Some(slots) = rules::slots(cfg.id, side::OUTBOUND) {
+                settle(slots, epoch, epoch);
+            }
+            rec.side = side::OUTBOUND;
+            rec.dest = dest;
+            rec.phase = phase::CONNECTING;
+            rec.rule_id = cfg.id;
+            rules::count_accepted(cfg.id, side::OUTBOUND);
+            1
+        }
+        Decision::Refuse(reason) => {
+            let dry = cfg.flags & rule_flags::DRY_RUN != 0;
+            let act = if dry { action::DRY_RUN } else { action::DROP };
+            rules::count_refusal(cfg.id, side::OUTBOUND, reason, act);
+            i32::from(dry)
         }
     }
 }

@@ -44,6 +44,12 @@ pub fn cgroup_ingress(ctx: SkBuffContext) -> i32 {
     server::try_cgroup_ingress(&ctx)
 }
 
+/// Client-side drop mode: the SYN of a connecting socket takes a slot or is dropped.
+#[cgroup_skb(egress)]
+pub fn cgroup_egress(ctx: SkBuffContext) -> i32 {
+    client::try_egress_syn(&ctx)
+}
+
 /// Client-side limits inside connect() for IPv4 (cgroup v2 root).
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {

@@ -30,8 +30,9 @@ use crate::{
 };
 
 const IPPROTO_TCP: u8 = 6;
-const ETH_P_IP: u32 = 0x0800;
-const ETH_P_IPV6: u32 = 0x86dd;
+// skb->protocol is a __be16 widened to u32: compare with the byte-swapped 16-bit value.
+const ETH_P_IP: u32 = (0x0800u16).to_be() as u32;
+const ETH_P_IPV6: u32 = (0x86ddu16).to_be() as u32;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
 
@@ -126,7 +127,7 @@ fn skb(ctx: &SkBuffContext) -> *mut __sk_buff {
 fn parse(ctx: &SkBuffContext) -> Option<(FlowKey, u8)> {
     // SAFETY: the context pointer of a cgroup_skb program is a __sk_buff.
     let proto = unsafe { (*skb(ctx)).protocol };
-    let (saddr, daddr, l4) = if proto == ETH_P_IP.to_be() {
+    let (saddr, daddr, l4) = if proto == ETH_P_IP {
         let vihl: u8 = ctx.load(0).ok()?;
         if ctx.load::<u8>(9).ok()? != IPPROTO_TCP {
             return None;
@@ -138,7 +139,7 @@ fn parse(ctx: &SkBuffContext) -> Option<(FlowKey, u8)> {
             addr::mapped_v4(d),
             usize::from(vihl & 0x0f) * 4,
         )
-    } else if proto == ETH_P_IPV6.to_be() {
+    } else if proto == ETH_P_IPV6 {
         // Extension headers before TCP are rare on a SYN; such packets pass undecided.
         if ctx.load::<u8>(6).ok()? != IPPROTO_TCP {
             return None;

@@ -22,7 +22,13 @@ use tracing::{info, warn};
 use super::sys::link_update;
 
 /// Names of the programs attached to the cgroup v2 root (also their link pin names).
-pub const CGROUP_PROGRAMS: [&str; 4] = ["sock_ops", "cgroup_ingress", "connect4", "connect6"];
+pub const CGROUP_PROGRAMS: [&str; 5] = [
+    "sock_ops",
+    "cgroup_ingress",
+    "cgroup_egress",
+    "connect4",
+    "connect6",
+];
 const LOOKUP_PROGRAM: &str = "server_lookup";
 const SEED_PROGRAM: &str = "seed_conns";
 const LOOKUP_PIN_PREFIX: &str = "sk_lookup-";
@@ -102,7 +108,12 @@ pub fn attach_cgroup(ebpf: &mut Ebpf, cgroup: &Path, links_dir: &Path) -> anyhow
                 p.take_link(id)?.try_into()?
             }
             aya::programs::Program::CgroupSkb(p) => {
-                let id = p.attach(&cg, CgroupSkbAttachType::Ingress, mode)?;
+                let direction = if name == "cgroup_egress" {
+                    CgroupSkbAttachType::Egress
+                } else {
+                    CgroupSkbAttachType::Ingress
+                };
+                let id = p.attach(&cg, direction, mode)?;
                 p.take_link(id)?.try_into()?
             }
             aya::programs::Program::CgroupSockAddr(p) => {
