@@ -82,7 +82,6 @@ pub struct SideStatus {
     pub refused: RefusedCounts,
 }
 
-
 /// One line of `limiter status`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DestinationStatus {
@@ -102,4 +101,6 @@ pub trait Dataplane: Send + Sync + 'static {
     fn delete_rule(&self, dest: &Dest) -> anyhow::Result<bool>;
     /// Counters of every destination that has a rule.
     fn status(&self) -> anyhow::Result<Vec<DestinationStatus>>;
+    /// Every rule in force (the daemon sorts them for display).
+    fn rules(&self) -> Vec<RuleSpec>;
 }

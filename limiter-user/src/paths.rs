@@ -12,7 +12,3 @@ pub const PIN_DIR_NAME: &str = "limiter";
 /// Where the cgroup v2 hierarchy may be mounted, in the order they are tried: pure v2
 /// (most Kubernetes nodes) first, then the hybrid layout's unified hierarchy.
 pub const CGROUP2_CANDIDATES: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
-/// Persistent state (runtime rules) of the daemon.
-pub const STATE_DIR: &str = "/var/lib/limiter";
-/// Default config shipped with the repository, relative to its root.
-pub const DEFAULT_CONFIG: &str = "deploy/config/limiter.toml";

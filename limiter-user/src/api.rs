@@ -1,0 +1,159 @@
+//! The control protocol between the CLI and the daemon, over the daemon's Unix socket.
+//!
+//! One request per connection: the client writes one line of JSON, the daemon answers with one
+//! line of JSON and closes. Plain JSON lines keep the protocol scriptable (`socat`, `nc -U`)
+//! and need no framing beyond the newline.
+//!
+//! ```text
+//! -> {"op":"set","rule":{"destination":"10.0.0.2:8080","max_connections":5}}
+//! <- {"ok":true,"data":{"destination":"10.0.0.2:8080","max_connections":5,"mode":"reject","side":"both"}}
+//! -> {"op":"get","destination":"10.0.0.9:80"}
+//! <- {"ok":false,"error":"no rule for 10.0.0.9:80"}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::dest::Dest;
+use crate::model::RuleSpec;
+
+/// Largest request line the daemon reads; a rule is a few hundred bytes, so anything bigger is
+/// a mistake or an attack and is refused without buffering it.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// One request to the daemon.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    /// Creates or replaces the rule of `rule.destination`. Answers with the rule as stored.
+    Set { rule: RuleSpec },
+    /// Answers with the `DestinationStatus` of one destination that has a rule.
+    Get { destination: Dest },
+    /// Answers with every rule, as an array of `RuleSpec`, sorted by destination.
+    List,
+    /// Removes a rule. Answers with `{"deleted": DEST}`.
+    Delete { destination: Dest },
+    /// Answers with `{"destinations": [DestinationStatus...], "daemon": {...}}`.
+    Status,
+}
+
+/// The daemon's answer: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(data: serde_json::Value) -> Self {
+        Self {
+            ok: true,
+            data: Some(data),
+            error: None,
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            data: None,
+            error: Some(message.into()),
+        }
+    }
+
+    /// The data of a successful answer, or the daemon's error message as an error.
+    pub fn into_result(self) -> anyhow::Result<serde_json::Value> {
+        match (self.ok, self.error) {
+            (true, _) => Ok(self.data.unwrap_or(serde_json::Value::Null)),
+            (false, Some(error)) => Err(anyhow::anyhow!(error)),
+            (false, None) => Err(anyhow::anyhow!(
+                "the daemon refused the request without a reason"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_have_the_documented_shape() {
+        let rule: RuleSpec = serde_json::from_value(json!({
+            "destination": "10.0.0.2:8080", "max_connections": 5
+        }))
+        .unwrap();
+        let cases = [
+            (
+                Request::Set { rule },
+                json!({"op": "set", "rule": {
+                    "destination": "10.0.0.2:8080", "max_connections": 5,
+                    "mode": "reject", "side": "both"}}),
+            ),
+            (
+                Request::Get {
+                    destination: "[fd00::2]:80".parse().unwrap(),
+                },
+                json!({"op": "get", "destination": "[fd00::2]:80"}),
+            ),
+            (Request::List, json!({"op": "list"})),
+            (
+                Request::Delete {
+                    destination: "10.0.0.0/24:80".parse().unwrap(),
+                },
+                json!({"op": "delete", "destination": "10.0.0.0/24:80"}),
+            ),
+            (Request::Status, json!({"op": "status"})),
+        ];
+        for (request, want) in cases {
+            assert_eq!(serde_json::to_value(&request).unwrap(), want);
+            assert_eq!(serde_json::from_value::<Request>(want).unwrap(), request);
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_a_reason() {
+        for (line, want) in [
+            (r#"{"op":"explode"}"#, "unknown variant `explode`"),
+            (
+                r#"{"op":"get","destination":"10.0.0.1:80","x":1}"#,
+                "unknown field `x`",
+            ),
+            (
+                r#"{"op":"get","destination":"10.0.0.1"}"#,
+                "10.0.0.1 has no port",
+            ),
+            (
+                r#"{"op":"set","rule":{"destination":"10.0.0.1:80","max_conections":5}}"#,
+                "unknown field `max_conections`",
+            ),
+        ] {
+            let err = serde_json::from_str::<Request>(line)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn responses_have_the_documented_shape() {
+        let ok = Response::ok(json!([1]));
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            json!({"ok": true, "data": [1]})
+        );
+        let err = Response::error("no rule for 10.0.0.9:80");
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"ok": false, "error": "no rule for 10.0.0.9:80"})
+        );
+        assert_eq!(ok.into_result().unwrap(), json!([1]));
+        assert_eq!(
+            err.into_result().unwrap_err().to_string(),
+            "no rule for 10.0.0.9:80"
+        );
+    }
+}

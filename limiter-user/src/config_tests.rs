@@ -1,0 +1,125 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(Path::new("limiter.toml"), text).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_shipped_config_parses_and_has_no_rules() {
+    let text = include_str!("../../deploy/config/limiter.toml");
+    let config = parse(text).unwrap();
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn the_shipped_example_rule_parses_when_uncommented() {
+    // The commented example must stay valid: uncomment every `# key = value` line.
+    let text = include_str!("../../deploy/config/limiter.toml");
+    let uncommented: String = text
+        .lines()
+        .map(|l| {
+            let body = l.strip_prefix("# ").unwrap_or(l);
+            let is_key = |k: &str| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            let is_setting = body.starts_with("[[rules]]")
+                || body.starts_with("[daemon]")
+                || body.split_once(" = ").is_some_and(|(k, _)| is_key(k));
+            if is_setting { body } else { "" }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    assert_eq!(config.rules.len(), 1, "{uncommented}");
+    assert_eq!(config.rules[0].max_connections, Some(100));
+    assert_eq!(
+        config.daemon.socket.as_deref(),
+        Some(Path::new("/run/limiter/limiter.sock"))
+    );
+}
+
+#[test]
+fn a_full_config_parses() {
+    let config = parse(
+        r#"
+[daemon]
+socket = "/tmp/l.sock"
+log_level = "debug"
+
+[[rules]]
+destination = "[::ffff:10.0.0.2]:8080"
+max_connections = 5
+mode = "drop"
+side = "server"
+
+[[rules]]
+destination = "10.0.0.0/24:80"
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.daemon.socket.as_deref(),
+        Some(Path::new("/tmp/l.sock"))
+    );
+    assert_eq!(config.rules.len(), 2);
+    assert_eq!(config.rules[0].destination.to_string(), "10.0.0.2:8080");
+    assert_eq!(config.rules[0].mode, crate::model::Mode::Drop);
+    assert_eq!(config.rules[1].max_connections, None);
+}
+
+#[test]
+fn errors_name_file_line_column_and_field() {
+    let text = "[daemon]\n\n[[rules]]\ndestination = \"10.0.0.2:80\"\nmax_conections = 5\n";
+    let err = parse(text).unwrap_err();
+    assert!(
+        err.starts_with("limiter.toml:5:1: unknown field `max_conections`, expected one of"),
+        "{err}"
+    );
+
+    let err = parse("[daemon]\nsockett = \"/x\"\n").unwrap_err();
+    assert!(
+        err.starts_with("limiter.toml:2:1: unknown field `sockett`"),
+        "{err}"
+    );
+
+    let err = parse("[[rules]]\ndestination = \"10.0.0.1:99999\"\n").unwrap_err();
+    assert!(err.starts_with("limiter.toml:2:15: "), "{err}");
+    assert!(err.contains("port 99999 is out of range 1-65535"), "{err}");
+
+    let err =
+        parse("[[rules]]\ndestination = \"10.0.0.1:80\"\nmax_connections = -1\n").unwrap_err();
+    assert!(err.starts_with("limiter.toml:3:19: "), "{err}");
+
+    let err = parse("max_connections = [\n").unwrap_err();
+    assert!(err.starts_with("limiter.toml:"), "{err}");
+}
+
+#[test]
+fn rules_are_validated_and_unique() {
+    let text = "[[rules]]\ndestination = \"10.0.0.1:80\"\nmax_connections = 0\n";
+    let err = parse(text).unwrap_err();
+    assert!(err.starts_with("limiter.toml:"), "{err}");
+    assert!(
+        err.contains("rule for 10.0.0.1:80: max-connections must be at least 1"),
+        "{err}"
+    );
+
+    let text = "[[rules]]\ndestination = \"10.0.0.1:80\"\n\n\
+                [[rules]]\ndestination = \"[::ffff:10.0.0.1]:80\"\n";
+    let err = parse(text).unwrap_err();
+    assert!(
+        err.contains("a second rule for 10.0.0.1:80 (the first is at line"),
+        "{err}"
+    );
+
+    let err = parse("[daemon]\nlog_level = \"info,,=[\"\n").unwrap_err();
+    assert!(err.starts_with("limiter.toml: log_level"), "{err}");
+}
+
+#[test]
+fn an_unreadable_file_is_named() {
+    let err =
+        anyhow::Error::from(Config::load(Path::new("/nonexistent/limiter.toml")).unwrap_err());
+    assert_eq!(
+        format!("{err:#}"),
+        "cannot read config /nonexistent/limiter.toml: No such file or directory (os error 2)"
+    );
+}

@@ -1,0 +1,286 @@
+//! The control socket: the daemon's server side and the CLI's client side of [`crate::api`].
+//!
+//! The socket is an input like the command line, so the server validates every rule itself;
+//! a refused request changes nothing.
+
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::api::{MAX_REQUEST_BYTES, Request, Response};
+use crate::model::Dataplane;
+
+/// How long the server waits for a request line, and for its answer to be taken.
+const SERVER_IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the client waits for the daemon.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers requests from the dataplane. Blocking: the dataplane makes syscalls.
+pub struct Handler {
+    dataplane: Arc<dyn Dataplane>,
+    /// Builds the `daemon` object of `status` (version, socket, dataplane description) at
+    /// each request, since the description changes as the daemon runs.
+    daemon: Box<dyn Fn() -> Value + Send + Sync>,
+}
+
+impl Handler {
+    pub fn new(
+        dataplane: Arc<dyn Dataplane>,
+        daemon: impl Fn() -> Value + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            dataplane,
+            daemon: Box::new(daemon),
+        }
+    }
+
+    pub fn handle(&self, request: &Request) -> Response {
+        match self.try_handle(request) {
+            Ok(data) => Response::ok(data),
+            Err(e) => {
+                debug!(?request, error = format!("{e:#}"), "request refused");
+                Response::error(format!("{e:#}"))
+            }
+        }
+    }
+
+    fn try_handle(&self, request: &Request) -> anyhow::Result<Value> {
+        let dp = &self.dataplane;
+        match request {
+            Request::Set { rule } => {
+                crate::validate::validate(rule)?;
+                dp.apply_rule(rule)
+                    .with_context(|| format!("cannot apply the rule for {}", rule.destination))?;
+                info!(destination = %rule.destination, rule = crate::output::rule_summary(rule), "rule set");
+                Ok(serde_json::to_value(rule)?)
+            }
+            Request::Get { destination } => {
+                let wanted = destination.to_string();
+                let found = dp.status()?.into_iter().find(|d| d.destination == wanted);
+                match found {
+                    Some(status) => Ok(serde_json::to_value(status)?),
+                    None => bail!("no rule for {destination}"),
+                }
+            }
+            Request::List => {
+                let mut rules = dp.rules();
+                rules.sort_by(|a, b| a.destination.cmp(&b.destination));
+                Ok(serde_json::to_value(rules)?)
+            }
+            Request::Delete { destination } => {
+                if !dp.delete_rule(destination)? {
+                    bail!("no rule for {destination}");
+                }
+                info!(%destination, "rule deleted; its established connections are untouched");
+                Ok(json!({ "deleted": destination }))
+            }
+            Request::Status => Ok(crate::output::status_document(
+                &dp.status()?,
+                (self.daemon)(),
+            )),
+        }
+    }
+}
+
+/// The socket file; removed when dropped, so every way out of the daemon cleans it up.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => info!(socket = %self.0.display(), "control socket removed"),
+            Err(e) => warn!(socket = %self.0.display(), "cannot remove the control socket: {e}"),
+        }
+    }
+}
+
+/// A bound control socket, not yet answering.
+pub struct Server {
+    listener: UnixListener,
+    socket: SocketFile,
+}
+
+impl Server {
+    /// Binds `path` (mode 0600), creating its folder. A stale socket file left by a daemon that
+    /// died is replaced; a live daemon on it is an error. Must run inside a tokio runtime.
+    pub fn bind(path: &Path) -> anyhow::Result<Server> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the socket folder {}", dir.display()))?;
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                bail!(
+                    "{} exists and is not a socket; remove it or set another --socket",
+                    path.display()
+                );
+            }
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => bail!(
+                    "another limiter daemon is already listening on {}",
+                    path.display()
+                ),
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    info!(socket = %path.display(), "removing the stale socket of a previous daemon");
+                    std::fs::remove_file(path).with_context(|| {
+                        format!("cannot remove the stale socket {}", path.display())
+                    })?;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot check the existing socket {}", path.display())
+                    });
+                }
+            }
+        }
+        let listener = std::os::unix::net::UnixListener::bind(path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        let socket = SocketFile(path.to_owned());
+        // Root only: whoever can write to this socket can lift any limit.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+        listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(listener)?;
+        Ok(Server { listener, socket })
+    }
+
+    /// Answers connections until `shutdown` completes; then stops accepting, removes the socket
+    /// file and waits (boundedly) for the requests under way.
+    pub async fn serve(self, handler: Arc<Handler>, shutdown: impl Future<Output = ()>) {
+        let Server { listener, socket } = self;
+        info!(socket = %socket.0.display(), "control socket listening");
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        tasks.spawn(serve_connection(stream, handler.clone()));
+                    }
+                    Err(e) => {
+                        // EMFILE and the like pass; back off rather than spin.
+                        warn!("accept on the control socket failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        drop(listener);
+        drop(socket);
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SERVER_IO_TIMEOUT * 2, drain)
+            .await
+            .is_err()
+        {
+            warn!("abandoning control requests still under way at shutdown");
+            tasks.shutdown().await;
+        }
+    }
+}
+
+async fn serve_connection(stream: UnixStream, handler: Arc<Handler>) {
+    let (read, mut write) = stream.into_split();
+    let response = match read_request(read).await {
+        Ok(request) => tokio::task::spawn_blocking(move || handler.handle(&request))
+            .await
+            .unwrap_or_else(|e| Response::error(format!("internal error: {e}"))),
+        Err(message) => Response::error(message),
+    };
+    let mut line = serde_json::to_vec(&response).unwrap_or_else(|e| {
+        serde_json::to_vec(&Response::error(format!("cannot encode the answer: {e}")))
+            .unwrap_or_default()
+    });
+    line.push(b'\n');
+    let written = tokio::time::timeout(SERVER_IO_TIMEOUT, async {
+        write.write_all(&line).await?;
+        write.shutdown().await
+    });
+    if let Err(e) = written.await.map_err(std::io::Error::from).and_then(|r| r) {
+        debug!("cannot answer a control client: {e}");
+    }
+}
+
+/// Reads one request line of at most [`MAX_REQUEST_BYTES`], or says why not.
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+    let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES as u64 + 1);
+    let mut line = Vec::new();
+    match tokio::time::timeout(SERVER_IO_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+        Err(_) => {
+            return Err(format!(
+                "no complete request within {} s",
+                SERVER_IO_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(Err(e)) => return Err(format!("cannot read the request: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    let body = line.strip_suffix(b"\n").unwrap_or(&line);
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "request refused: larger than {MAX_REQUEST_BYTES} bytes"
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(
+            "empty request; send one JSON object per line, e.g. {\"op\":\"status\"}".into(),
+        );
+    }
+    serde_json::from_slice(body).map_err(|e| format!("invalid request: {e}"))
+}
+
+/// Sends one request to the daemon at `socket` and returns the `data` of its answer; the
+/// daemon's refusal becomes the error.
+pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Value> {
+    let shown = socket.display();
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        let hint = if e.kind() == ErrorKind::PermissionDenied {
+            "the socket is root only (mode 0600): run as root"
+        } else {
+            "is `limiter daemon` running? set --socket or LIMITER_SOCKET"
+        };
+        anyhow::anyhow!("cannot reach the limiter daemon at {shown}: {e} ({hint})")
+    })?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let timed_out =
+        |e: &std::io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .with_context(|| format!("cannot send the request to the limiter daemon at {shown}"))?;
+    let mut answer = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut answer) {
+        if timed_out(&e) {
+            bail!(
+                "the limiter daemon at {shown} did not answer within {} s",
+                CLIENT_TIMEOUT.as_secs()
+            );
+        }
+        return Err(e)
+            .with_context(|| format!("cannot read the answer of the limiter daemon at {shown}"));
+    }
+    if answer.is_empty() {
+        bail!(
+            "the limiter daemon at {shown} closed the connection without answering (is it shutting down?)"
+        );
+    }
+    let response: Response = serde_json::from_slice(&answer)
+        .with_context(|| format!("the answer of the limiter daemon at {shown} is not valid"))?;
+    response.into_result()
+}
+
+#[cfg(test)]
+#[path = "control_tests.rs"]
+pub(crate) mod tests;

@@ -1,0 +1,241 @@
+//! What the client commands print: JSON documents (a stable interface, docs/cli.md) and aligned
+//! tables for people.
+//!
+//! Tables are rendered from the daemon's JSON, not from in-process types, so what a person reads
+//! is exactly what a script would get with `-o json`.
+
+use std::collections::BTreeMap;
+
+use comfy_table::{CellAlignment, Table, presets};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::model::{DestinationStatus, RuleSpec};
+
+/// `-o json|table`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// The daemon's JSON document, pretty-printed (stable field names, see docs/cli.md).
+    Json,
+}
+
+/// The document of `limiter status -o json`.
+pub fn status_document(destinations: &[DestinationStatus], daemon: Value) -> Value {
+    json!({ "destinations": destinations, "daemon": daemon })
+}
+
+/// One-line summary of a rule, as in the RULE column: `max 5 reject both, rate 100/s`.
+pub fn rule_summary(rule: &RuleSpec) -> String {
+    let mut s = match rule.max_connections {
+        Some(max) => format!("max {max} {} {}", lower(rule.mode), lower(rule.side)),
+        None => format!("accounting only, {}", lower(rule.side)),
+    };
+    if let Some(rate) = rule.syn_rate {
+        s += &format!(", rate {rate}/s burst {}", rule.syn_burst.unwrap_or(rate));
+    }
+    if let Some(per_source) = rule.per_source {
+        s += &format!(", per-source {per_source}");
+    }
+    if rule.dry_run {
+        s += ", dry-run";
+    }
+    s
+}
+
+/// The serde name of a unit enum value (`reject`, `both`).
+fn lower<T: serde::Serialize>(value: T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
+}
+
+/// A side's counters as read back from JSON; absent fields read as 0 so that an older daemon's
+/// answer still renders.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SideView {
+    active: u64,
+    pending: u64,
+    opened_total: u64,
+    closed_total: u64,
+    lifetime_seconds_total: f64,
+    accepted_total: u64,
+    cx_overflow_total: u64,
+    refused: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DestView {
+    destination: String,
+    #[serde(default)]
+    inbound: SideView,
+    #[serde(default)]
+    outbound: SideView,
+    #[serde(default)]
+    rule: Option<RuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusView {
+    destinations: Vec<DestView>,
+}
+
+/// A table with no borders, columns three spaces apart (kubectl's look).
+fn table(header: &[&str], numeric_from: usize) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING).set_header(header.to_vec());
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, 3));
+        if i >= numeric_from {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+fn render(t: &Table) -> String {
+    // comfy-table pads the last column and draws the (blank) header rule; neither is wanted.
+    let mut out: Vec<String> = t.lines().map(|l| l.trim_end().to_string()).collect();
+    out.retain(|l| !l.is_empty());
+    out.join("\n")
+}
+
+const NO_RULES: &str = "no rules (add one with `limiter set DEST --max-connections N`)";
+
+/// `limiter status` as a table.
+pub fn status_table(doc: &Value) -> anyhow::Result<String> {
+    let view = StatusView::deserialize(doc)?;
+    if view.destinations.is_empty() {
+        return Ok(NO_RULES.into());
+    }
+    let mut t = table(
+        &[
+            "DESTINATION",
+            "RULE",
+            "IN ACTIVE",
+            "IN OPENED",
+            "IN CLOSED",
+            "OUT ACTIVE",
+            "OUT OPENED",
+            "OUT CLOSED",
+            "OVERFLOW",
+        ],
+        2,
+    );
+    for d in &view.destinations {
+        let (i, o) = (&d.inbound, &d.outbound);
+        t.add_row(vec![
+            d.destination.clone(),
+            d.rule.as_ref().map_or_else(|| "-".into(), rule_summary),
+            i.active.to_string(),
+            i.opened_total.to_string(),
+            i.closed_total.to_string(),
+            o.active.to_string(),
+            o.opened_total.to_string(),
+            o.closed_total.to_string(),
+            (i.cx_overflow_total + o.cx_overflow_total).to_string(),
+        ]);
+    }
+    Ok(render(&t))
+}
+
+fn opt(v: Option<u32>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// `limiter list` as a table.
+pub fn list_table(doc: &Value) -> anyhow::Result<String> {
+    let rules = Vec::<RuleSpec>::deserialize(doc)?;
+    if rules.is_empty() {
+        return Ok(NO_RULES.into());
+    }
+    let header = [
+        "DESTINATION",
+        "MAX CONNECTIONS",
+        "MODE",
+        "SIDE",
+        "SYN RATE",
+        "SYN BURST",
+        "PER SOURCE",
+        "DRY RUN",
+    ];
+    let mut t = table(&header, usize::MAX);
+    for r in &rules {
+        t.add_row(vec![
+            r.destination.to_string(),
+            opt(r.max_connections),
+            lower(r.mode),
+            lower(r.side),
+            opt(r.syn_rate),
+            opt(r.syn_burst.or(r.syn_rate)),
+            opt(r.per_source),
+            if r.dry_run { "yes" } else { "no" }.into(),
+        ]);
+    }
+    Ok(render(&t))
+}
+
+/// `limiter get` as a vertical view: the rule, then each counter for both sides.
+pub fn get_view(doc: &Value) -> anyhow::Result<String> {
+    let d = DestView::deserialize(doc)?;
+    let mut head = table(&["", ""], usize::MAX);
+    head.add_row(vec!["Destination:".into(), d.destination.clone()]);
+    head.add_row(vec![
+        "Rule:".into(),
+        d.rule.as_ref().map_or_else(|| "-".into(), rule_summary),
+    ]);
+
+    let (i, o) = (&d.inbound, &d.outbound);
+    let mut t = table(&["COUNTER", "INBOUND", "OUTBOUND"], 1);
+    let mut row = |name: &str, a: String, b: String| {
+        t.add_row(vec![name.to_string(), a, b]);
+    };
+    for (name, f) in [
+        ("active", (|s: &SideView| s.active) as fn(&SideView) -> u64),
+        ("pending", |s| s.pending),
+        ("opened_total", |s| s.opened_total),
+        ("closed_total", |s| s.closed_total),
+        ("accepted_total", |s| s.accepted_total),
+        ("cx_overflow_total", |s| s.cx_overflow_total),
+    ] {
+        row(name, f(i).to_string(), f(o).to_string());
+    }
+    let mean = |s: &SideView| match s.closed_total {
+        0 => "-".to_string(),
+        n => format!("{:.3}", s.lifetime_seconds_total / n as f64),
+    };
+    row("mean_lifetime_seconds", mean(i), mean(o));
+    // Every refusal reason/action either side has a counter for, e.g. refused.rate.drop.
+    let mut keys: Vec<(&String, &String)> = Vec::new();
+    for side in [i, o] {
+        for (reason, actions) in &side.refused {
+            keys.extend(actions.keys().map(|action| (reason, action)));
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    let refused = |s: &SideView, r: &str, a: &str| {
+        s.refused
+            .get(r)
+            .and_then(|m| m.get(a))
+            .copied()
+            .unwrap_or(0)
+    };
+    for (reason, action) in keys {
+        let name = format!("refused.{reason}.{action}");
+        row(
+            &name,
+            refused(i, reason, action).to_string(),
+            refused(o, reason, action).to_string(),
+        );
+    }
+    Ok(format!("{}\n\n{}", render(&head), render(&t)))
+}
+
+#[cfg(test)]
+#[path = "output_tests.rs"]
+mod tests;

@@ -1,0 +1,114 @@
+use super::*;
+use crate::model::{Mode, SideStatus};
+
+fn rule() -> RuleSpec {
+    serde_json::from_value(json!({"destination": "10.0.0.2:8080", "max_connections": 5})).unwrap()
+}
+
+fn status() -> DestinationStatus {
+    let mut refused = crate::model::RefusedCounts::new();
+    refused.entry("limit").or_default().insert("reject", 4);
+    DestinationStatus {
+        destination: "10.0.0.2:8080".into(),
+        inbound: SideStatus {
+            active: 3,
+            opened_total: 10,
+            closed_total: 7,
+            lifetime_seconds_total: 14.0,
+            accepted_total: 10,
+            cx_overflow_total: 4,
+            refused,
+            ..Default::default()
+        },
+        outbound: SideStatus {
+            cx_overflow_total: 1,
+            ..Default::default()
+        },
+        rule: Some(rule()),
+    }
+}
+
+#[test]
+fn status_json_has_the_documented_fields() {
+    let doc = status_document(&[status()], json!({"version": "0.1.0", "socket": "/s"}));
+    assert_eq!(doc["daemon"], json!({"version": "0.1.0", "socket": "/s"}));
+    let d = &doc["destinations"][0];
+    assert_eq!(d["destination"], "10.0.0.2:8080");
+    for side in ["inbound", "outbound"] {
+        for field in [
+            "active",
+            "pending",
+            "opened_total",
+            "closed_total",
+            "lifetime_seconds_total",
+            "accepted_total",
+            "cx_overflow_total",
+            "refused",
+        ] {
+            assert!(
+                d[side].get(field).is_some(),
+                "{side}.{field} missing in {d}"
+            );
+        }
+    }
+    assert_eq!(d["inbound"]["active"], 3);
+    assert_eq!(d["inbound"]["opened_total"], 10);
+    assert_eq!(d["inbound"]["closed_total"], 7);
+    assert_eq!(d["inbound"]["refused"], json!({"limit": {"reject": 4}}));
+    assert_eq!(
+        d["rule"],
+        json!({"destination": "10.0.0.2:8080", "max_connections": 5, "mode": "reject", "side": "both"})
+    );
+}
+
+#[test]
+fn rule_summaries_read_like_the_flags() {
+    assert_eq!(rule_summary(&rule()), "max 5 reject both");
+    let full = RuleSpec {
+        mode: Mode::Drop,
+        side: crate::model::Side::Server,
+        syn_rate: Some(100),
+        per_source: Some(2),
+        dry_run: true,
+        ..rule()
+    };
+    assert_eq!(
+        rule_summary(&full),
+        "max 5 drop server, rate 100/s burst 100, per-source 2, dry-run"
+    );
+    let accounting = RuleSpec {
+        max_connections: None,
+        ..rule()
+    };
+    assert_eq!(rule_summary(&accounting), "accounting only, both");
+}
+
+#[test]
+fn status_table_is_aligned() {
+    let doc = status_document(&[status()], json!({}));
+    let out = status_table(&doc).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("DESTINATION     RULE"), "{out}");
+    assert!(lines[0].ends_with("OVERFLOW"), "{out}");
+    assert!(
+        lines[1].starts_with("10.0.0.2:8080   max 5 reject both"),
+        "{out}"
+    );
+    assert!(lines[1].ends_with(" 5"), "overflow is in+out: {out}");
+    let empty = status_table(&status_document(&[], json!({}))).unwrap();
+    assert!(empty.starts_with("no rules"), "{empty}");
+}
+
+#[test]
+fn list_table_and_get_view_render() {
+    let list = list_table(&json!([rule()])).unwrap();
+    assert!(
+        list.lines().nth(1).unwrap().starts_with("10.0.0.2:8080"),
+        "{list}"
+    );
+    let get = get_view(&serde_json::to_value(status()).unwrap()).unwrap();
+    assert!(get.contains("Rule:"), "{get}");
+    assert!(get.contains("refused.limit.reject"), "{get}");
+    assert!(get.contains("2.000"), "mean lifetime 14 s / 7: {get}");
+}
