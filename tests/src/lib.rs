@@ -1,1 +1,110 @@
+//! Harness for limiter's privileged integration tests.
+//!
+//! Every test builds its own world from guards that tear it down on drop, panicking or not:
+//! [`Testbed`] (a "node" network namespace with "pod" namespaces on veth pairs), traffic helpers
+//! that keep their sockets in the test process ([`Pod::connect_all`], [`HoldServer`]), and a
+//! [`Daemon`] with a private control socket and a private bpffs mount. See `tests/README.md`.
 
+pub mod bpffs;
+pub mod cli;
+mod cmd;
+pub mod daemon;
+pub mod netns;
+pub mod status;
+pub mod testbed;
+pub mod traffic;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+pub use bpffs::BpffsMount;
+pub use cli::{limiter_bin, limiter_cli};
+pub use daemon::{Daemon, DaemonExit, run_daemon_to_exit};
+pub use netns::NetNs;
+pub use testbed::{AddrPlan, Pod, Testbed};
+pub use traffic::{ConnectAttempt, HoldServer};
+
+/// Proof that the test runs as root, and a lock that runs privileged tests one at a time even
+/// without `--test-threads=1` (the daemon's cgroup programs see every namespace on the machine).
+pub struct Privileged {
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// Call first in every privileged test. Without root the test fails loudly instead of passing:
+/// a privileged test that silently does nothing proves nothing.
+pub fn require_root() -> Privileged {
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() {
+        eprintln!(
+            "\n*** limiter integration test NOT RUN: it needs root (euid is {euid}).\n\
+             *** It creates network namespaces, mounts bpffs and loads eBPF programs.\n\
+             *** Run it as root: `cargo xtask test`, or\n\
+             ***   sudo -E cargo test -p limiter-integration-tests -- --test-threads=1\n"
+        );
+        panic!("privileged test run without root (euid {euid}); see the message above");
+    }
+    static SERIAL: Mutex<()> = Mutex::new(());
+    Privileged {
+        _serial: SERIAL.lock().unwrap_or_else(PoisonError::into_inner),
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds (true) or `timeout` passes (false).
+/// The condition is always evaluated once more at the deadline.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Checks that `condition` holds at every 10 ms poll for the whole of `period` (for values
+/// that must not move, such as a counter that must stay at zero). Returns false at the first miss.
+pub fn holds_for(period: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + period;
+    while Instant::now() < deadline {
+        if !condition() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_until_returns_as_soon_as_the_condition_holds() {
+        let mut calls = 0;
+        assert!(wait_until(Duration::from_secs(5), || {
+            calls += 1;
+            calls == 3
+        }));
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn wait_until_gives_up_at_the_deadline() {
+        let start = Instant::now();
+        assert!(!wait_until(Duration::from_millis(50), || false));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn holds_for_stops_at_the_first_miss() {
+        let mut calls = 0;
+        assert!(!holds_for(Duration::from_secs(5), || {
+            calls += 1;
+            calls < 3
+        }));
+        assert_eq!(calls, 3);
+    }
+}

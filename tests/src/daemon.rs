@@ -1,0 +1,352 @@
+//! A `limiter daemon` of a test's own: private socket, private bpffs, log kept for failures.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::bpffs::BpffsMount;
+use crate::cli::{describe_args, limiter_cli, limiter_command};
+use crate::{cmd, status, wait_until};
+
+/// How long the daemon may take to answer `limiter status` after it was started.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the daemon may take to exit after SIGTERM before it gets SIGKILL.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default wait for counters to reach a value (they move within microseconds).
+pub const COUNTER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running daemon, started in the test process's own (root) network namespace: its cgroup
+/// programs are global and see every namespace. Stopped on drop (SIGTERM, then SIGKILL after
+/// 5 s); if the test is panicking its whole log is printed then.
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+    socket: PathBuf,
+    // Dropped in this order: the mount before the folder that holds it.
+    bpffs: BpffsMount,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    /// `limiter daemon --socket <tmp>/limiter.sock --bpffs <tmp>/bpffs`, ready to answer.
+    pub fn start() -> Self {
+        Self::start_with(&[] as &[&str])
+    }
+
+    /// Like [`Daemon::start`], with more arguments for `limiter daemon` (`--config FILE`).
+    pub fn start_with<S: AsRef<OsStr>>(extra_args: &[S]) -> Self {
+        let (dir, socket, bpffs) = isolation();
+        let mut command = limiter_command();
+        command
+            .arg("daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--bpffs")
+            .arg(bpffs.path())
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn `{}`: {e}", cmd::describe(&command)));
+        let log = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            spawn_log_reader(child.stdout.take().expect("piped stdout"), Arc::clone(&log)),
+            spawn_log_reader(child.stderr.take().expect("piped stderr"), Arc::clone(&log)),
+        ];
+        // From here the guard owns the child: a failure below still stops it and prints its log.
+        let mut daemon = Self {
+            child,
+            log,
+            readers,
+            socket,
+            bpffs,
+            _dir: dir,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll daemon process") {
+                panic!(
+                    "limiter daemon exited ({status}) before it answered `status`; its log follows"
+                );
+            }
+            let out = self.cli(["status"]);
+            if out.status.success() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "limiter daemon did not answer `limiter status --socket {}` within {READY_TIMEOUT:?}; \
+                     last error: {}; its log follows",
+                    self.socket.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn bpffs(&self) -> &Path {
+        self.bpffs.path()
+    }
+
+    /// Everything the daemon printed so far (stdout and stderr, in arrival order).
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `limiter <args>` against this daemon's socket; returns the output whatever the status.
+    pub fn cli<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        limiter_cli(&self.socket, args)
+    }
+
+    /// `limiter <args>`, which must succeed; returns its stdout.
+    #[track_caller]
+    pub fn cli_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "`{}` failed ({}): {}",
+            describe_args(args),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        String::from_utf8(out.stdout).expect("limiter prints UTF-8")
+    }
+
+    /// `limiter <args>` parsed as JSON.
+    #[track_caller]
+    pub fn cli_json<S: AsRef<OsStr>>(&self, args: &[S]) -> Value {
+        let text = self.cli_ok(args);
+        match serde_json::from_str(&text) {
+            Ok(json) => json,
+            Err(e) => panic!(
+                "`{}` printed invalid JSON ({e}): {text}",
+                describe_args(args)
+            ),
+        }
+    }
+
+    /// `limiter set DEST --max-connections N`.
+    #[track_caller]
+    pub fn set_rule(&self, dest: SocketAddr, max_connections: u32) {
+        self.cli_ok(&[
+            "set",
+            &dest.to_string(),
+            "--max-connections",
+            &max_connections.to_string(),
+        ]);
+    }
+
+    /// `limiter status -o json`.
+    #[track_caller]
+    pub fn status_json(&self) -> Value {
+        self.cli_json(&["status", "-o", "json"])
+    }
+
+    /// `limiter list -o json`.
+    #[track_caller]
+    pub fn list_json(&self) -> Value {
+        self.cli_json(&["list", "-o", "json"])
+    }
+
+    /// The status entry of `dest`; panics (showing the whole status) if it is not listed.
+    #[track_caller]
+    pub fn dest_status(&self, dest: SocketAddr) -> Value {
+        let status = self.status_json();
+        match status::find_destination(&status, dest) {
+            Some(entry) => entry.clone(),
+            None => panic!("{dest} is not listed by `limiter status`: {status:#}"),
+        }
+    }
+
+    /// Polls the status of `dest` until `check` accepts it and returns that status; panics after
+    /// `timeout` with `what` and the last status seen.
+    #[track_caller]
+    pub fn wait_for_dest(
+        &self,
+        dest: SocketAddr,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        if wait_until(timeout, || {
+            last = self.dest_status(dest);
+            check(&last)
+        }) {
+            return last;
+        }
+        panic!("{dest}: expected {what} within {timeout:?}; last status: {last:#}");
+    }
+
+    /// Waits until `dest` counts exactly `inbound` and `outbound` active connections.
+    #[track_caller]
+    pub fn wait_for_active(&self, dest: SocketAddr, inbound: u64, outbound: u64) -> Value {
+        let what = format!("inbound.active == {inbound} and outbound.active == {outbound}");
+        self.wait_for_dest(dest, COUNTER_TIMEOUT, &what, |d| {
+            status::counter(d, "inbound", "active") == inbound
+                && status::counter(d, "outbound", "active") == outbound
+        })
+    }
+
+    fn stop(&mut self) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let mut note = match self.child.try_wait() {
+            Ok(Some(status)) => format!("daemon had already exited ({status})"),
+            _ => {
+                let _ = kill(pid, Signal::SIGTERM);
+                match wait_exit(&mut self.child, STOP_TIMEOUT) {
+                    Some(status) => format!("daemon exited on SIGTERM ({status})"),
+                    None => {
+                        let _ = self.child.kill();
+                        let status = self
+                            .child
+                            .wait()
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|e| e.to_string());
+                        let note = format!(
+                            "daemon ignored SIGTERM for {STOP_TIMEOUT:?}; killed ({status})"
+                        );
+                        eprintln!("warning: {note}");
+                        note
+                    }
+                }
+            }
+        };
+        // The pipes close when the process is gone; let the readers take the last lines.
+        wait_until(Duration::from_secs(1), || {
+            self.readers.iter().all(JoinHandle::is_finished)
+        });
+        note.insert_str(0, "[harness] ");
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_str(&(note + "\n"));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- limiter daemon log (socket {}) ----\n{}---- end of daemon log ----",
+                self.socket.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// A private folder with the socket path and a bpffs mounted in it.
+fn isolation() -> (TempDir, PathBuf, BpffsMount) {
+    let dir = tempfile::Builder::new()
+        .prefix("limiter-test-")
+        .tempdir()
+        .expect("create a temp dir");
+    let socket = dir.path().join("limiter.sock");
+    let bpffs = BpffsMount::new(dir.path().join("bpffs"));
+    (dir, socket, bpffs)
+}
+
+fn spawn_log_reader(pipe: impl Read + Send + 'static, log: Arc<Mutex<String>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.push_str(&line);
+            log.push('\n');
+        }
+    })
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    wait_until(timeout, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status
+}
+
+/// How a `limiter daemon` that had to refuse to start ended.
+pub struct DaemonExit {
+    pub output: Output,
+    pub elapsed: Duration,
+}
+
+/// Runs `limiter daemon <args>` (isolated like [`Daemon`]: private socket and bpffs) expecting it
+/// to exit by itself within `timeout`. If it is still running then, it is killed and the test
+/// fails: a daemon that should have refused to start did start.
+pub fn run_daemon_to_exit<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> DaemonExit {
+    let (_dir, socket, bpffs) = isolation();
+    let mut command: Command = limiter_command();
+    command
+        .arg("daemon")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--bpffs")
+        .arg(bpffs.path())
+        .args(args);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let described = cmd::describe(&command);
+    let start = Instant::now();
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn `{described}`: {e}"));
+    let pid = Pid::from_raw(child.id() as i32);
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let (output, elapsed) = match finished.recv_timeout(timeout) {
+        Ok(output) => (output, start.elapsed()),
+        Err(_) => {
+            // Not reaped yet (wait_with_output is still waiting), so the pid is still the daemon's.
+            let _ = kill(pid, Signal::SIGKILL);
+            let output = finished.recv().expect("waiter thread reports");
+            let output = output.unwrap_or_else(|e| panic!("wait for `{described}`: {e}"));
+            panic!(
+                "`{described}` was still running after {timeout:?} (killed); it should have refused to start.\n\
+                 stdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    };
+    let output = output.unwrap_or_else(|e| panic!("wait for `{described}`: {e}"));
+    drop(bpffs);
+    DaemonExit { output, elapsed }
+}
