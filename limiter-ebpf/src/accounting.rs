@@ -12,7 +12,7 @@ use aya_ebpf::{
         BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
         BPF_TCP_CLOSE,
     },
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, generated::bpf_get_netns_cookie},
     programs::SockOpsContext,
 };
 use limiter_common::{CONN_CLOSED, FlowKey, phase, side};
@@ -143,10 +143,17 @@ fn passive_established(ctx: &SockOpsContext) -> Result<(), ()> {
 
 fn connecting(ctx: &SockOpsContext) -> Result<(), ()> {
     let s = read(ctx);
-    // Client-side drop mode takes its slot when the SYN leaves (client::try_egress_syn); the
-    // close callback must be on by then to release it if the handshake fails.
+    // Client-side drop mode takes its slot when the SYN leaves (client::try_egress_syn): the
+    // close callback must be on by then to release it if the handshake fails, and the record
+    // must name the caller's pod, which the egress hook cannot read itself.
     if crate::client::client_drop_rule(&addr::dest(s.remote, s.remote_port)).is_some() {
         enable_close_callback(ctx);
+        if let Some(rec) = conn::record(s.sk, true) {
+            // SAFETY: the helper reads the socket's network namespace from the context.
+            let cookie = unsafe { bpf_get_netns_cookie(ctx.ops as *mut core::ffi::c_void) };
+            rec.peer = crate::admit::client_key(cookie);
+        }
+        return Ok(());
     }
     let rec = conn::record(s.sk, false).ok_or(())?;
     let rule_id = rec.rule_id;
@@ -156,10 +163,16 @@ fn connecting(ctx: &SockOpsContext) -> Result<(), ()> {
     // The SYN is about to leave: the connect() reservation becomes a held slot, released by
     // the close callback whether the handshake succeeds or fails.
     enable_close_callback(ctx);
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let epoch = epoch_now(unsafe { bpf_ktime_get_ns() });
+    let reserved = u64::from(rec.reserve_epoch);
     if let Some(slots) = rules::slots(rule_id, side::OUTBOUND) {
-        // SAFETY: reading the monotonic clock has no preconditions.
-        let epoch = epoch_now(unsafe { bpf_ktime_get_ns() });
-        settle(slots, u64::from(rec.reserve_epoch), epoch);
+        settle(slots, reserved, epoch);
+    }
+    if rec.flags & limiter_common::CONN_F_PER_SOURCE != 0
+        && let Some(src) = crate::admit::source_slots(rule_id, &rec.peer)
+    {
+        settle(src, reserved, epoch);
     }
     rec.phase = phase::CONNECTING;
     Ok(())
@@ -171,7 +184,7 @@ fn active_established(ctx: &SockOpsContext) -> Result<(), ()> {
     enable_close_callback(ctx);
     rec.side = side::OUTBOUND;
     rec.dest = addr::dest(s.remote, s.remote_port);
-    rec.peer = s.local;
+    // rec.peer of an outbound socket is its client pod key (set with its slot), not an address.
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let held = rec.rule_id;

@@ -38,10 +38,26 @@ pub fn source_slots(rule_id: u64, source: &[u8; 16]) -> Option<*mut SideSlots> {
     SOURCES.get_ptr_mut(&key)
 }
 
-/// Decides a new connection of `which` side from `source` to the rule `cfg`. On admission the
-/// slots are taken and recorded as reservations of `epoch`.
+/// The per-entity key of a client-side slot: the caller's network namespace, i.e. its pod.
+/// Written where an address would be, in ff00::/8 (multicast, never a TCP source), so it
+/// cannot collide with a per-source key of the same rule.
 #[inline(always)]
-pub fn decide(cfg: &RuleConfig, which: u8, source: &[u8; 16], now_ns: u64, epoch: u64) -> Decision {
+pub fn client_key(netns_cookie: u64) -> [u8; 16] {
+    let c = netns_cookie.to_be_bytes();
+    [
+        0xff, 0, 0, 0, 0, 0, 0, 0, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+    ]
+}
+
+/// Decides a new connection of `which` side to the rule `cfg`. On admission the slots are
+/// taken and recorded as reservations of `epoch`.
+///
+/// `entity` is who the per-entity share belongs to: the source address on the server side
+/// (`--per-source`), the caller's pod ([`client_key`]) on the client side, where
+/// `--max-connections` counts per client pod like one sidecar per pod does (3 client pods with
+/// a limit of 5 can hold 15), while the server side counts the destination as a whole.
+#[inline(always)]
+pub fn decide(cfg: &RuleConfig, which: u8, entity: &[u8; 16], now_ns: u64, epoch: u64) -> Decision {
     let Some(slots) = rules::slots(cfg.id, which) else {
         // The rule's state is created before the rule is published; a missing state means the
         // rule is being deleted. Decide as if it were gone.
@@ -49,19 +65,24 @@ pub fn decide(cfg: &RuleConfig, which: u8, source: &[u8; 16], now_ns: u64, epoch
     };
     reclaim(slots, epoch);
 
+    let (entity_limit, rule_limit, entity_reason) = if which == side::INBOUND {
+        (cfg.per_source, cfg.max_connections, reason::PER_SOURCE)
+    } else {
+        (cfg.max_connections, 0, reason::LIMIT)
+    };
     let mut per_source: Option<*mut SideSlots> = None;
-    if which == side::INBOUND && cfg.per_source != 0 {
-        let Some(src) = source_slots(cfg.id, source) else {
+    if entity_limit != 0 {
+        let Some(src) = source_slots(cfg.id, entity) else {
             return Decision::Refuse(reason::TABLE_FULL);
         };
         reclaim(src, epoch);
-        if !take(src, cfg.per_source) {
-            return Decision::Refuse(reason::PER_SOURCE);
+        if !take(src, entity_limit) {
+            return Decision::Refuse(entity_reason);
         }
         per_source = Some(src);
     }
 
-    let verdict = if !take(slots, cfg.max_connections) {
+    let verdict = if !take(slots, rule_limit) {
         Some(reason::LIMIT)
     } else if !rate_admit(slots, cfg.syn_rate, cfg.syn_burst, now_ns) {
         give_back(slots);

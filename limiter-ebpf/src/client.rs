@@ -9,16 +9,19 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, BPF_TCP_SYN_SENT},
-    helpers::{bpf_ktime_get_ns, generated::bpf_set_retval},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_get_netns_cookie, bpf_set_retval},
+    },
     programs::{SkBuffContext, SockAddrContext},
 };
-use limiter_common::{CONN_CLOSED, RuleConfig, action, phase, rule_flags, side};
+use limiter_common::{CONN_CLOSED, CONN_F_PER_SOURCE, RuleConfig, action, phase, rule_flags, side};
 
 use core::ptr::addr_of;
 
 use crate::{
     addr::{self, ctx_ip6, ctx_u32},
-    admit::{Decision, decide, limits_anything},
+    admit::{Decision, client_key, decide, limits_anything, source_slots},
     conn, rules,
     slots::{epoch_now, settle},
 };
@@ -69,6 +72,8 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     let Some(rec) = conn::record(sk, true) else {
         return ALLOW;
     };
+    // SAFETY: the helper reads the caller's network namespace from the context.
+    let entity = client_key(unsafe { bpf_get_netns_cookie(ctx.as_ptr()) });
     let held = rec.rule_id;
     if held != 0 && held != CONN_CLOSED && rec.phase != phase::RESERVED {
         // A second connect() on a socket already connecting: the kernel answers EALREADY.
@@ -77,10 +82,12 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
-    match decide(cfg, side::OUTBOUND, &[0; 16], now, epoch) {
-        Decision::Admit { .. } => {
+    match decide(cfg, side::OUTBOUND, &entity, now, epoch) {
+        Decision::Admit { flags } => {
             rec.side = side::OUTBOUND;
             rec.dest = dest;
+            rec.peer = entity;
+            rec.flags = flags;
             rec.phase = phase::RESERVED;
             rec.reserve_epoch = epoch as u32;
             rec.rule_id = cfg.id;
@@ -139,14 +146,22 @@ pub fn try_egress_syn(ctx: &SkBuffContext) -> i32 {
     if rec.rule_id == cfg.id {
         return 1; // a retransmission of a SYN that already holds its slot
     }
+    // sock_ops wrote the caller's pod key into the record when the SYN was about to leave.
+    let entity = rec.peer;
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
-    match decide(cfg, side::OUTBOUND, &[0; 16], now, epoch) {
-        Decision::Admit { .. } => {
+    match decide(cfg, side::OUTBOUND, &entity, now, epoch) {
+        Decision::Admit { flags } => {
             if let Some(slots) = rules::slots(cfg.id, side::OUTBOUND) {
                 settle(slots, epoch, epoch);
             }
+            if flags & CONN_F_PER_SOURCE != 0
+                && let Some(src) = source_slots(cfg.id, &entity)
+            {
+                settle(src, epoch, epoch);
+            }
+            rec.flags = flags;
             rec.side = side::OUTBOUND;
             rec.dest = dest;
             rec.phase = phase::CONNECTING;
