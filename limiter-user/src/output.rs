@@ -123,6 +123,7 @@ pub fn status_table(doc: &Value) -> anyhow::Result<String> {
             "OUT OPENED",
             "OUT CLOSED",
             "OVERFLOW",
+            "REFUSED",
         ],
         2,
     );
@@ -138,9 +139,30 @@ pub fn status_table(doc: &Value) -> anyhow::Result<String> {
             o.opened_total.to_string(),
             o.closed_total.to_string(),
             (i.cx_overflow_total + o.cx_overflow_total).to_string(),
+            refused_summary(i, o),
         ]);
     }
     Ok(render(&t))
+}
+
+/// Refusals of both sides by reason, all actions together: `limit 4, rate 2`, or `-`.
+fn refused_summary(i: &SideView, o: &SideView) -> String {
+    let mut by_reason: BTreeMap<&str, u64> = BTreeMap::new();
+    for side in [i, o] {
+        for (reason, actions) in &side.refused {
+            *by_reason.entry(reason.as_str()).or_default() += actions.values().sum::<u64>();
+        }
+    }
+    let parts: Vec<String> = by_reason
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn opt(v: Option<u32>) -> String {

@@ -90,12 +90,15 @@ fn status_table_is_aligned() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with("DESTINATION     RULE"), "{out}");
-    assert!(lines[0].ends_with("OVERFLOW"), "{out}");
+    assert!(lines[0].ends_with("OVERFLOW   REFUSED"), "{out}");
     assert!(
         lines[1].starts_with("10.0.0.2:8080   max 5 reject both"),
         "{out}"
     );
-    assert!(lines[1].ends_with(" 5"), "overflow is in+out: {out}");
+    assert!(
+        lines[1].ends_with(" 5   limit 4"),
+        "overflow is in+out, refusals by reason: {out}"
+    );
     let empty = status_table(&status_document(&[], json!({}))).unwrap();
     assert!(empty.starts_with("no rules"), "{empty}");
 }
