@@ -114,6 +114,12 @@ pub struct DaemonArgs {
     /// [default: RUST_LOG, else the config's `log_level`, else info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Uninstall instead of running: remove everything limiter pinned under <bpffs>/limiter
+    /// (its programs detach, every limit is lifted, open connections stay). Refused while a
+    /// daemon answers on the socket. e.g. `limiter daemon --cleanup`.
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 /// A destination argument.

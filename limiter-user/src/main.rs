@@ -72,6 +72,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from(paths::SOCKET))
     };
     match cli.command {
+        Command::Daemon(args) if args.cleanup => {
+            let socket = client_socket();
+            if control::request(&socket, &Request::Status).is_ok() {
+                anyhow::bail!(
+                    "a limiter daemon is running on {}; stop it first, then run --cleanup",
+                    socket.display()
+                );
+            }
+            let bpffs = args
+                .bpffs
+                .unwrap_or_else(|| PathBuf::from(crate::paths::BPFFS));
+            let removed = dataplane::cleanup(&bpffs)?;
+            println!("{removed}");
+            Ok(())
+        }
         Command::Daemon(args) => {
             let opts = daemon::Options {
                 config: args.config,

@@ -45,6 +45,24 @@ pub struct EbpfDataplane {
     pin_dir: PathBuf,
 }
 
+/// Removes everything limiter pinned under `<bpffs>/limiter/`: the links go (their programs
+/// detach, so every limit is lifted; connections stay open) and the maps with them.
+pub fn cleanup(bpffs: &std::path::Path) -> anyhow::Result<String> {
+    let pin_dir = bpffs.join(crate::paths::PIN_DIR_NAME);
+    if !pin_dir.exists() {
+        return Ok(format!(
+            "nothing to remove: {} does not exist",
+            pin_dir.display()
+        ));
+    }
+    std::fs::remove_dir_all(&pin_dir)
+        .with_context(|| format!("remove {} (needs root)", pin_dir.display()))?;
+    Ok(format!(
+        "removed {}: limiter's programs are detached and its limits lifted",
+        pin_dir.display()
+    ))
+}
+
 /// The eBPF object built by build.rs from limiter-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/limiter"));
 
