@@ -119,16 +119,10 @@ pub fn client_drop_rule(dest: &limiter_common::DestAddr) -> Option<&'static Rule
 /// 1 lets the packet through, 0 drops it.
 pub fn try_egress_syn(ctx: &SkBuffContext) -> i32 {
     let skb = ctx.as_ptr() as *mut __sk_buff;
-    // SAFETY: context fields read once each; sk may be NULL and is checked.
-    let (sk, family, ip4, ip6, port) = unsafe {
-        (
-            (*skb).__bindgen_anon_2.sk,
-            ctx_u32(addr_of!((*skb).family)),
-            ctx_u32(addr_of!((*skb).remote_ip4)),
-            ctx_ip6(addr_of!((*skb).remote_ip6)),
-            ctx_u32(addr_of!((*skb).remote_port)),
-        )
-    };
+    // This runs for every packet every socket sends: only the socket's state is read before
+    // the common case (not a connecting socket) returns.
+    // SAFETY: the context is a __sk_buff; sk may be NULL and is checked.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
     if sk.is_null() {
         return 1;
     }
@@ -136,6 +130,15 @@ pub fn try_egress_syn(ctx: &SkBuffContext) -> i32 {
     if unsafe { (*sk).state } != BPF_TCP_SYN_SENT {
         return 1;
     }
+    // SAFETY: context fields of the socket, each read once.
+    let (family, ip4, ip6, port) = unsafe {
+        (
+            ctx_u32(addr_of!((*skb).family)),
+            ctx_u32(addr_of!((*skb).remote_ip4)),
+            ctx_ip6(addr_of!((*skb).remote_ip6)),
+            ctx_u32(addr_of!((*skb).remote_port)),
+        )
+    };
     let dest = addr::dest(addr::from_ctx(family, ip4, ip6), u32::from_be(port) as u16);
     let Some(cfg) = client_drop_rule(&dest) else {
         return 1;
