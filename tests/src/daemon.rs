@@ -47,25 +47,8 @@ impl Daemon {
     /// Like [`Daemon::start`], with more arguments for `limiter daemon` (`--config FILE`).
     pub fn start_with<S: AsRef<OsStr>>(extra_args: &[S]) -> Self {
         let (dir, socket, bpffs) = isolation();
-        let mut command = limiter_command();
-        command
-            .arg("daemon")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--bpffs")
-            .arg(bpffs.path())
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn `{}`: {e}", cmd::describe(&command)));
         let log = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            spawn_log_reader(child.stdout.take().expect("piped stdout"), Arc::clone(&log)),
-            spawn_log_reader(child.stderr.take().expect("piped stderr"), Arc::clone(&log)),
-        ];
+        let (child, readers) = spawn(&socket, bpffs.path(), extra_args, &log);
         // From here the guard owns the child: a failure below still stops it and prints its log.
         let mut daemon = Self {
             child,
@@ -77,6 +60,21 @@ impl Daemon {
         };
         daemon.wait_ready();
         daemon
+    }
+
+    /// Kills the daemon with SIGKILL (a crash: it cleans up nothing), runs `while_down` while
+    /// no daemon runs, then starts a new one on the same socket and pins, which must adopt what
+    /// the first one left in the kernel.
+    pub fn crash_and_restart(&mut self, while_down: impl FnOnce()) {
+        self.child.kill().expect("SIGKILL the daemon");
+        self.child.wait().expect("reap the killed daemon");
+        self.note("---- daemon killed with SIGKILL ----".into());
+        while_down();
+        let (child, readers) = spawn(&self.socket, self.bpffs.path(), &[] as &[&str], &self.log);
+        self.child = child;
+        self.readers.extend(readers);
+        self.note("---- daemon restarted on the same pins ----".into());
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
@@ -218,6 +216,14 @@ impl Daemon {
         })
     }
 
+    /// Adds a harness line to the daemon's log (printed when a test fails).
+    fn note(&self, line: String) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.push_str("[harness] ");
+        log.push_str(&line);
+        log.push('\n');
+    }
+
     fn stop(&mut self) {
         let pid = Pid::from_raw(self.child.id() as i32);
         let mut note = match self.child.try_wait() {
@@ -265,6 +271,34 @@ impl Drop for Daemon {
             );
         }
     }
+}
+
+/// Spawns `limiter daemon --socket SOCKET --bpffs BPFFS EXTRA...`, its output copied into `log`.
+fn spawn<S: AsRef<OsStr>>(
+    socket: &Path,
+    bpffs: &Path,
+    extra_args: &[S],
+    log: &Arc<Mutex<String>>,
+) -> (Child, Vec<JoinHandle<()>>) {
+    let mut command = limiter_command();
+    command
+        .arg("daemon")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--bpffs")
+        .arg(bpffs)
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn `{}`: {e}", cmd::describe(&command)));
+    let readers = vec![
+        spawn_log_reader(child.stdout.take().expect("piped stdout"), Arc::clone(log)),
+        spawn_log_reader(child.stderr.take().expect("piped stderr"), Arc::clone(log)),
+    ];
+    (child, readers)
 }
 
 /// A private folder with the socket path and a bpffs mounted in it.
