@@ -70,21 +70,26 @@ pub fn decide(cfg: &RuleConfig, which: u8, entity: &[u8; 16], now_ns: u64, epoch
     } else {
         (cfg.max_connections, 0, reason::LIMIT)
     };
+    // The rule's own slot first: a flood at a full rule is refused here without creating a
+    // per-source entry, so it cannot churn the per-source table and evict real callers.
+    if !take(slots, rule_limit) {
+        return Decision::Refuse(reason::LIMIT);
+    }
     let mut per_source: Option<*mut SideSlots> = None;
     if entity_limit != 0 {
         let Some(src) = source_slots(cfg.id, entity) else {
+            give_back(slots);
             return Decision::Refuse(reason::TABLE_FULL);
         };
         reclaim(src, epoch);
         if !take(src, entity_limit) {
+            give_back(slots);
             return Decision::Refuse(entity_reason);
         }
         per_source = Some(src);
     }
 
-    let verdict = if !take(slots, rule_limit) {
-        Some(reason::LIMIT)
-    } else if !rate_admit(slots, cfg.syn_rate, cfg.syn_burst, now_ns) {
+    let verdict = if !rate_admit(slots, cfg.syn_rate, cfg.syn_burst, now_ns) {
         give_back(slots);
         Some(reason::RATE)
     } else if !mark_pending(slots, epoch) {
