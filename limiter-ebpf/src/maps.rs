@@ -37,6 +37,11 @@ pub static PENDING: LruHashMap<FlowKey, Pending> = LruHashMap::pinned(capacity::
 #[map(name = "SOURCES")]
 pub static SOURCES: LruHashMap<SourceKey, SideSlots> = LruHashMap::pinned(capacity::SOURCES, 0);
 
+/// limiter_common::MAP_LAYOUT_VERSION of the pinned maps (index 0), written by the daemon and
+/// checked by the next one before it reuses them.
+#[map(name = "LAYOUT")]
+pub static LAYOUT: Array<u32> = Array::pinned(1, 0);
+
 /// The seeding iterator's parameters (index 0), written by userspace before each run.
 #[map(name = "SEED")]
 pub static SEED: Array<SeedRequest> = Array::with_max_entries(1, 0);

@@ -66,9 +66,18 @@ impl Daemon {
     /// no daemon runs, then starts a new one on the same socket and pins, which must adopt what
     /// the first one left in the kernel.
     pub fn crash_and_restart(&mut self, while_down: impl FnOnce()) {
-        self.child.kill().expect("SIGKILL the daemon");
-        self.child.wait().expect("reap the killed daemon");
-        self.note("---- daemon killed with SIGKILL ----".into());
+        self.restart_after(Signal::SIGKILL, while_down);
+    }
+
+    /// Stops the daemon with `signal` (SIGTERM: an orderly stop, as in an upgrade; SIGKILL: a
+    /// crash), runs `while_down`, then starts a new daemon on the same socket and pins. The
+    /// new one loads its programs afresh and swaps them into the pinned links.
+    pub fn restart_after(&mut self, signal: Signal, while_down: impl FnOnce()) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        kill(pid, signal).expect("signal the daemon");
+        let status = wait_exit(&mut self.child, STOP_TIMEOUT)
+            .unwrap_or_else(|| panic!("daemon still running {STOP_TIMEOUT:?} after {signal}"));
+        self.note(format!("---- daemon stopped by {signal} ({status}) ----"));
         while_down();
         let (child, readers) = spawn(&self.socket, self.bpffs.path(), &[] as &[&str], &self.log);
         self.child = child;

@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
 
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader};
+use limiter_common::MAP_LAYOUT_VERSION;
 use tracing::{info, warn};
 
 use crate::{
@@ -43,6 +44,31 @@ pub struct EbpfDataplane {
     inner: Mutex<Inner>,
     cgroup: PathBuf,
     pin_dir: PathBuf,
+}
+
+/// Refuses to reuse pinned maps of another layout: they would be misread, or reset. A build
+/// that changes the layout bumps MAP_LAYOUT_VERSION and adds its migration here.
+fn check_layout(maps_dir: &std::path::Path) -> anyhow::Result<()> {
+    let pin = maps_dir.join("LAYOUT");
+    if !pin.exists() {
+        let leftovers = std::fs::read_dir(maps_dir)?.next().is_some();
+        anyhow::ensure!(
+            !leftovers,
+            "{} holds maps without a layout version (an unknown build); \
+             `limiter daemon --cleanup` removes them (their counts and rules are lost)",
+            maps_dir.display()
+        );
+        return Ok(());
+    }
+    let found = sys::read_u32_array(&pin, 0).context("read the pinned map layout version")?;
+    anyhow::ensure!(
+        found == MAP_LAYOUT_VERSION,
+        "the pinned maps in {} have layout version {found}; this build uses \
+         {MAP_LAYOUT_VERSION} and has no migration from it: run the matching limiter build, \
+         or `limiter daemon --cleanup` to start afresh (counts and rules are lost)",
+        maps_dir.display()
+    );
+    Ok(())
 }
 
 /// Removes everything limiter pinned under `<bpffs>/limiter/`: the links go (their programs
@@ -77,6 +103,7 @@ impl EbpfDataplane {
             std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         }
         let adopting = std::fs::read_dir(&links_dir)?.next().is_some();
+        check_layout(&maps_dir)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .load(OBJECT)
@@ -91,6 +118,8 @@ impl EbpfDataplane {
             // The programs log nothing per packet; no logger is not an error.
             tracing::debug!(error = %e, "no aya-log records");
         }
+        sys::write_u32_array(&maps_dir.join("LAYOUT"), 0, MAP_LAYOUT_VERSION)
+            .context("record the map layout version")?;
         programs::load_all(&mut ebpf)?;
         programs::attach_cgroup(&mut ebpf, &cgroup, &links_dir).with_context(|| {
             format!(

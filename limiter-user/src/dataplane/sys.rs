@@ -71,6 +71,8 @@ pub fn ensure_bpffs(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_UPDATE: libc::c_long = 29;
@@ -100,6 +102,28 @@ pub fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
     let fd = bpf(BPF_OBJ_GET, &mut attr)?;
     // SAFETY: the kernel returned a new file descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn map_elem(cmd: libc::c_long, map: impl AsFd, key: &u32, value: &mut u32) -> std::io::Result<()> {
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, map.as_fd().as_raw_fd() as u32);
+    attr[8..16].copy_from_slice(&(key as *const u32 as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(value as *mut u32 as u64).to_ne_bytes());
+    bpf(cmd, &mut attr).map(|_| ())
+}
+
+/// Reads element `key` of a u32 array map (pinned at `path`).
+pub fn read_u32_array(path: &Path, key: u32) -> std::io::Result<u32> {
+    let map = obj_get(path)?;
+    let mut value = 0;
+    map_elem(BPF_MAP_LOOKUP_ELEM, &map, &key, &mut value)?;
+    Ok(value)
+}
+
+/// Writes element `key` of a u32 array map (pinned at `path`).
+pub fn write_u32_array(path: &Path, key: u32, mut value: u32) -> std::io::Result<()> {
+    let map = obj_get(path)?;
+    map_elem(BPF_MAP_UPDATE_ELEM, &map, &key, &mut value)
 }
 
 /// Atomically replaces the program of `link` with `prog`: attached programs keep running
