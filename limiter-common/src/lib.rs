@@ -293,8 +293,21 @@ pub struct FlowKey {
 pub struct Pending {
     pub rule_id: u64,
     pub epoch: u32,
-    /// `CONN_F_*`: what else the reservation holds (a per-source slot).
+    /// [`pending_flags`].
     pub flags: u32,
+}
+
+/// [`Pending::flags`].
+pub mod pending_flags {
+    /// The reservation also holds a per-source slot (same bit as `CONN_F_PER_SOURCE`).
+    pub const PER_SOURCE: u32 = super::CONN_F_PER_SOURCE as u32;
+    /// The listener's cgroup_skb hook saw this flow's SYN. sk_lookup runs for any packet that
+    /// finds no socket (a stray or duplicate ACK too, and it cannot see TCP flags), so its
+    /// reservations stay unconfirmed until the SYN is seen; a non-SYN packet that meets an
+    /// unconfirmed reservation gives it back at once.
+    pub const CONFIRMED: u32 = 1 << 8;
+    /// Dry run let the flow in over a limit: no slot is held; establishment takes one.
+    pub const NO_SLOT: u32 = 1 << 9;
 }
 
 /// A request to the seeding iterator: count the open sockets that match `dest` on `side`

@@ -15,7 +15,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_get_netns_cookie},
     programs::SockOpsContext,
 };
-use limiter_common::{CONN_CLOSED, FlowKey, phase, side};
+use limiter_common::{CONN_CLOSED, FlowKey, pending_flags, phase, side};
 
 use core::ptr::addr_of;
 
@@ -117,10 +117,15 @@ fn passive_established(ctx: &SockOpsContext) -> Result<(), ()> {
     // SAFETY: copying the value out of a live map element.
     let pending = PENDING.get_ptr(&flow).map(|p| unsafe { *p });
     match pending {
+        Some(p) if p.rule_id == rule_id && p.flags & pending_flags::NO_SLOT != 0 => {
+            // Let in by a dry run over the limit: it held no slot; it takes one now.
+            force_take(slots);
+            let _ = PENDING.remove(&flow);
+        }
         Some(p) if p.rule_id == rule_id => {
-            let (pending_epoch, pending_flags) = (u64::from(p.epoch), p.flags as u8);
+            let (pending_epoch, flags) = (u64::from(p.epoch), p.flags);
             settle(slots, pending_epoch, epoch);
-            if pending_flags & limiter_common::CONN_F_PER_SOURCE != 0
+            if flags & pending_flags::PER_SOURCE != 0
                 && let Some(src) = crate::admit::source_slots(rule_id, &s.remote)
             {
                 settle(src, pending_epoch, epoch);

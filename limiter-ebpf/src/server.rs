@@ -17,16 +17,16 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     programs::{SkBuffContext, SkLookupContext},
 };
-use limiter_common::{FlowKey, Pending, RuleConfig, action, rule_flags, side};
+use limiter_common::{FlowKey, Pending, RuleConfig, action, pending_flags, rule_flags, side};
 
 use core::ptr::addr_of;
 
 use crate::{
     addr::{self, ctx_ip6, ctx_u32},
-    admit::{Decision, decide, limits_anything},
+    admit::{Decision, decide, limits_anything, source_slots},
     maps::PENDING,
     rules,
-    slots::{epoch_now, mark_pending, take},
+    slots::{epoch_now, give_back, mark_pending, take, unpend},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -46,34 +46,43 @@ fn server_rule(flow: &FlowKey) -> Option<&'static RuleConfig> {
     (cfg.flags & rule_flags::SIDE_SERVER != 0 && limits_anything(cfg)).then_some(cfg)
 }
 
-/// Decides a new flow; on admission records the reservation. Returns whether to admit and
-/// counts the decision with `refuse_action` if it refuses.
+/// Decides a new flow and records the outcome in PENDING (a reservation, or a dry-run pass
+/// that holds no slot), with `confirmed` when the flow's SYN is the packet at hand. Returns
+/// whether to let the packet through; a refusal is counted with `refuse_action`.
 #[inline(always)]
-fn admit_new_flow(cfg: &RuleConfig, flow: &FlowKey, refuse_action: usize) -> bool {
+fn admit_new_flow(cfg: &RuleConfig, flow: &FlowKey, refuse_action: usize, confirmed: bool) -> bool {
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
-    match decide(cfg, side::INBOUND, &flow.saddr, now, epoch) {
+    let confirmed = if confirmed {
+        pending_flags::CONFIRMED
+    } else {
+        0
+    };
+    let flags = match decide(cfg, side::INBOUND, &flow.saddr, now, epoch) {
         Decision::Admit { flags } => {
-            let p = Pending {
-                rule_id: cfg.id,
-                epoch: epoch as u32,
-                flags: u32::from(flags),
-            };
-            let _ = PENDING.insert(flow, &p, 0);
-            rules::count_accepted(cfg.id, side::INBOUND);
-            true
+            // Counted as accepted once its SYN is seen at the listener (see CONFIRMED).
+            if confirmed != 0 {
+                rules::count_accepted(cfg.id, side::INBOUND);
+            }
+            u32::from(flags)
+        }
+        Decision::Refuse(reason) if cfg.flags & rule_flags::DRY_RUN != 0 => {
+            rules::count_refusal(cfg.id, side::INBOUND, reason, action::DRY_RUN);
+            pending_flags::NO_SLOT
         }
         Decision::Refuse(reason) => {
-            if cfg.flags & rule_flags::DRY_RUN != 0 {
-                rules::count_refusal(cfg.id, side::INBOUND, reason, action::DRY_RUN);
-                true
-            } else {
-                rules::count_refusal(cfg.id, side::INBOUND, reason, refuse_action);
-                false
-            }
+            rules::count_refusal(cfg.id, side::INBOUND, reason, refuse_action);
+            return false;
         }
-    }
+    };
+    let p = Pending {
+        rule_id: cfg.id,
+        epoch: epoch as u32,
+        flags: flags | confirmed,
+    };
+    let _ = PENDING.insert(flow, &p, 0);
+    true
 }
 
 pub fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
@@ -110,7 +119,7 @@ pub fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
     if cfg.flags & rule_flags::MODE_DROP != 0 || PENDING.get_ptr(&flow).is_some() {
         return SK_PASS;
     }
-    if admit_new_flow(cfg, &flow, action::REJECT) {
+    if admit_new_flow(cfg, &flow, action::REJECT, false) {
         SK_PASS
     } else {
         SK_DROP
@@ -185,7 +194,20 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
         // SAFETY: pointer to a live map value.
         let p = unsafe { &mut *p };
         if p.rule_id == cfg.id {
-            return if syn { 1 } else { keep_reservation(cfg, p) };
+            if syn {
+                if p.flags & (pending_flags::CONFIRMED | pending_flags::NO_SLOT) == 0 {
+                    rules::count_accepted(cfg.id, side::INBOUND);
+                }
+                p.flags |= pending_flags::CONFIRMED;
+                return 1;
+            }
+            if p.flags & pending_flags::CONFIRMED == 0 {
+                // sk_lookup reserved for a packet that starts no handshake (a stray or
+                // duplicate ACK, a FIN): give the slot back now; the listener will answer RST.
+                give_back_reservation(cfg, &flow, p);
+                return 1;
+            }
+            return keep_reservation(cfg, p);
         }
     }
     if !syn {
@@ -194,11 +216,33 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
         // establishment counts the former.
         return 1;
     }
-    if admit_new_flow(cfg, &flow, action::DROP) {
+    if admit_new_flow(cfg, &flow, action::DROP, true) {
         1
     } else {
         0
     }
+}
+
+/// Releases an unconfirmed reservation and forgets it.
+#[inline(always)]
+fn give_back_reservation(cfg: &RuleConfig, flow: &FlowKey, p: &Pending) {
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now_epoch = epoch_now(unsafe { bpf_ktime_get_ns() });
+    let epoch = u64::from(p.epoch);
+    if p.flags & pending_flags::NO_SLOT == 0 {
+        if let Some(slots) = rules::slots(cfg.id, side::INBOUND)
+            && unpend(slots, epoch, now_epoch)
+        {
+            give_back(slots);
+        }
+        if p.flags & pending_flags::PER_SOURCE != 0
+            && let Some(src) = source_slots(cfg.id, &flow.saddr)
+            && unpend(src, epoch, now_epoch)
+        {
+            give_back(src);
+        }
+    }
+    let _ = PENDING.remove(flow);
 }
 
 /// The ACK that completes a handshake: its reservation must still be live when the socket
@@ -209,13 +253,13 @@ fn keep_reservation(cfg: &RuleConfig, p: &mut Pending) -> i32 {
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
-    if u64::from(p.epoch) == epoch {
+    if u64::from(p.epoch) == epoch || p.flags & pending_flags::NO_SLOT != 0 {
         return 1;
     }
     let Some(slots) = rules::slots(cfg.id, side::INBOUND) else {
         return 1;
     };
-    let moved = crate::slots::unpend(slots, u64::from(p.epoch), epoch);
+    let moved = unpend(slots, u64::from(p.epoch), epoch);
     let held = moved || take(slots, cfg.max_connections);
     if held && mark_pending(slots, epoch) {
         p.epoch = epoch as u32;
