@@ -9,7 +9,9 @@ pub mod bpffs;
 pub mod cli;
 mod cmd;
 pub mod daemon;
+pub mod measure;
 pub mod netns;
+pub mod service;
 pub mod status;
 pub mod testbed;
 pub mod traffic;
@@ -20,14 +22,65 @@ use std::time::{Duration, Instant};
 pub use bpffs::BpffsMount;
 pub use cli::{limiter_bin, limiter_cli};
 pub use daemon::{Daemon, DaemonExit, run_daemon_to_exit};
+pub use measure::{Outcomes, peak_while, percentile};
 pub use netns::NetNs;
 pub use testbed::{AddrPlan, Pod, Testbed};
 pub use traffic::{ConnectAttempt, HoldServer};
 
 /// Proof that the test runs as root, and a lock that runs privileged tests one at a time even
 /// without `--test-threads=1` (the daemon's cgroup programs see every namespace on the machine).
+/// The lock is machine-wide: every test process numbers its testbeds from the same addresses,
+/// and a daemon's rules apply in every namespace, so two test binaries running at once (two
+/// `cargo test` runs, or cargo running binaries side by side) would enforce each other's rules.
 pub struct Privileged {
+    // Dropped in this order: the machine-wide lock is released after the process-wide one.
     _serial: MutexGuard<'static, ()>,
+    _machine: MachineLock,
+}
+
+/// Where test processes on this machine take turns.
+const MACHINE_LOCK: &str = "/run/lock/limiter-integration-tests.lock";
+
+/// An exclusive `flock` on [`MACHINE_LOCK`] (released when the file closes, also if the
+/// process dies).
+struct MachineLock {
+    _file: std::fs::File,
+}
+
+impl MachineLock {
+    fn acquire() -> Self {
+        use std::os::fd::AsRawFd;
+        let path = std::path::Path::new(MACHINE_LOCK);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open {MACHINE_LOCK}: {e}"));
+        let fd = file.as_raw_fd();
+        // SAFETY: flock on a file descriptor we own; no memory is passed.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            eprintln!(
+                "waiting for another process's limiter integration tests ({MACHINE_LOCK})..."
+            );
+            loop {
+                // SAFETY: as above; blocks until the holder closes the file or exits.
+                if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                assert_eq!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted,
+                    "flock {MACHINE_LOCK}: {e}"
+                );
+            }
+        }
+        Self { _file: file }
+    }
 }
 
 /// Call first in every privileged test. Without root the test fails loudly instead of passing:
@@ -44,8 +97,10 @@ pub fn require_root() -> Privileged {
         panic!("privileged test run without root (euid {euid}); see the message above");
     }
     static SERIAL: Mutex<()> = Mutex::new(());
+    let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     Privileged {
-        _serial: SERIAL.lock().unwrap_or_else(PoisonError::into_inner),
+        _serial: serial,
+        _machine: MachineLock::acquire(),
     }
 }
 

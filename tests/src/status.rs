@@ -16,6 +16,14 @@ pub fn find_destination(status: &Value, dest: SocketAddr) -> Option<&Value> {
     })
 }
 
+/// The entry whose `destination` is `dest` as the daemon prints it (normalised), for
+/// destinations that are not socket addresses, such as `10.77.0.0/16:8080`.
+pub fn find_destination_text<'a>(status: &'a Value, dest: &str) -> Option<&'a Value> {
+    destinations(status)
+        .iter()
+        .find(|d| d.get("destination").and_then(Value::as_str) == Some(dest))
+}
+
 /// The `destinations` array; panics if the document has none.
 pub fn destinations(status: &Value) -> &Vec<Value> {
     status
@@ -34,6 +42,23 @@ pub fn counter(dest_status: &Value, side: &str, field: &str) -> u64 {
         None => {
             panic!("`{side}.{field}` is {value:?}, not a non-negative integer, in {dest_status}")
         }
+    }
+}
+
+/// Refusal counter `side.refused.reason.action` (`"inbound", "limit", "reject"`) of one
+/// destination entry; an absent counter is 0 (the document may leave out what never happened).
+/// Panics if present and not a non-negative integer.
+#[track_caller]
+pub fn refused(dest_status: &Value, side: &str, reason: &str, action: &str) -> u64 {
+    let refused = dest_status.get(side).and_then(|s| s.get("refused"));
+    let value = refused
+        .and_then(|r| r.get(reason))
+        .and_then(|r| r.get(action));
+    match value {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_u64().unwrap_or_else(|| {
+            panic!("`{side}.refused.{reason}.{action}` is {v}, not a non-negative integer, in {dest_status}")
+        }),
     }
 }
 
@@ -95,6 +120,27 @@ mod tests {
         let status = status();
         let d = find_destination(&status, "10.77.2.2:8080".parse().unwrap()).unwrap();
         counter(d, "outbound", "active");
+    }
+
+    #[test]
+    fn reads_refusals_absent_as_zero() {
+        let status = status();
+        let d = find_destination(&status, "10.77.2.2:8080".parse().unwrap()).unwrap();
+        assert_eq!(refused(d, "inbound", "limit", "reject"), 0);
+        assert_eq!(refused(d, "inbound", "rate", "drop"), 0);
+        let mut s = side(1);
+        s["refused"]["per_source"] = json!({"reject": 3});
+        let d = json!({"inbound": s});
+        assert_eq!(refused(&d, "inbound", "per_source", "reject"), 3);
+    }
+
+    #[test]
+    fn finds_destinations_by_text() {
+        let status = json!({"destinations": [
+            {"destination": "10.77.0.0/16:8080", "inbound": side(0), "outbound": side(0)}
+        ]});
+        assert!(find_destination_text(&status, "10.77.0.0/16:8080").is_some());
+        assert!(find_destination_text(&status, "10.77.0.0/24:8080").is_none());
     }
 
     #[test]

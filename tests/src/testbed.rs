@@ -106,6 +106,11 @@ impl Pod {
         HoldServer::start(self.listen(addr))
     }
 
+    /// A [`HoldServer`] in echo mode listening on `addr` inside this pod.
+    pub fn echo_server(&self, addr: SocketAddr) -> HoldServer {
+        HoldServer::start_echo(self.listen(addr))
+    }
+
     /// Opens `n` connections to `addr` from this pod concurrently, each with its own connect
     /// timeout, and reports every attempt with its latency.
     pub fn connect_many_timed(
@@ -115,6 +120,18 @@ impl Pod {
         timeout: Duration,
     ) -> Vec<ConnectAttempt> {
         traffic::connect_many(&self.ns, addr, n, timeout)
+    }
+
+    /// Like [`Self::connect_many_timed`], but each connection that succeeds is held for `hold`
+    /// and then closed, like a request of fixed duration (`traffic::connect_many_holding`).
+    pub fn connect_many_holding(
+        &self,
+        addr: SocketAddr,
+        n: usize,
+        timeout: Duration,
+        hold: Duration,
+    ) -> Vec<ConnectAttempt> {
+        traffic::connect_many_holding(&self.ns, addr, n, timeout, hold)
     }
 
     /// [`Self::connect_many_timed`] without the latencies.

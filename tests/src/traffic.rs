@@ -1,7 +1,7 @@
 //! TCP traffic whose sockets live in the test process, so a test decides when each one closes.
 
-use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -49,6 +49,34 @@ pub fn connect_many(
     n: usize,
     timeout: Duration,
 ) -> Vec<ConnectAttempt> {
+    connect_many_with(ns, addr, n, timeout, |_| {})
+}
+
+/// Like [`connect_many`], but every connection that succeeds is held for `hold` and then closed
+/// (shut down both ways, FIN sent) on its own thread, like a request of fixed duration. Returns
+/// when every attempt has finished, failed or held and closed; the streams it returns are closed.
+pub fn connect_many_holding(
+    ns: &NetNs,
+    addr: SocketAddr,
+    n: usize,
+    timeout: Duration,
+    hold: Duration,
+) -> Vec<ConnectAttempt> {
+    connect_many_with(ns, addr, n, timeout, |stream| {
+        std::thread::sleep(hold);
+        let _ = stream.shutdown(Shutdown::Both);
+    })
+}
+
+/// [`connect_many`] that runs `on_connected` on each connected stream, on its thread, before
+/// reporting it (the latency reported is the connect's alone).
+fn connect_many_with(
+    ns: &NetNs,
+    addr: SocketAddr,
+    n: usize,
+    timeout: Duration,
+    on_connected: impl Fn(&TcpStream) + Sync,
+) -> Vec<ConnectAttempt> {
     let sockets = ns
         .enter(|| {
             (0..n)
@@ -56,6 +84,7 @@ pub fn connect_many(
                 .collect::<io::Result<Vec<_>>>()
         })
         .unwrap_or_else(|e| panic!("create sockets in netns {}: {e}", ns.name()));
+    let on_connected = &on_connected;
     std::thread::scope(|scope| {
         let workers: Vec<_> = sockets
             .into_iter()
@@ -65,10 +94,11 @@ pub fn connect_many(
                     let result = socket
                         .connect_timeout(&addr.into(), timeout)
                         .map(|()| TcpStream::from(socket));
-                    ConnectAttempt {
-                        result,
-                        elapsed: start.elapsed(),
+                    let elapsed = start.elapsed();
+                    if let Ok(stream) = &result {
+                        on_connected(stream);
                     }
+                    ConnectAttempt { result, elapsed }
                 })
             })
             .collect();
@@ -100,8 +130,10 @@ pub fn expect_connected(attempts: Vec<ConnectAttempt>, addr: SocketAddr) -> Vec<
 }
 
 /// A server that accepts every connection and holds it open until the peer closes it (EOF or
-/// reset) or until [`HoldServer::close_all`]. Data received is discarded. The listener and the
-/// streams are polled by one background thread, stopped on drop.
+/// reset) or until [`HoldServer::close_all`]. Data received is discarded, or in echo mode
+/// ([`HoldServer::start_echo`]) sent back, which lets a test prove a held connection still
+/// carries data. The listener and the streams are polled by one background thread, stopped on
+/// drop.
 pub struct HoldServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -110,6 +142,7 @@ pub struct HoldServer {
 
 struct Shared {
     stop: AtomicBool,
+    echo: bool,
     accepted: AtomicUsize,
     held: Mutex<Vec<TcpStream>>,
 }
@@ -122,12 +155,23 @@ impl Shared {
 
 impl HoldServer {
     pub fn start(listener: TcpListener) -> Self {
+        Self::start_mode(listener, false)
+    }
+
+    /// A hold server that echoes what it receives (small probes: a write that would block is
+    /// not retried).
+    pub fn start_echo(listener: TcpListener) -> Self {
+        Self::start_mode(listener, true)
+    }
+
+    fn start_mode(listener: TcpListener, echo: bool) -> Self {
         let addr = listener.local_addr().expect("listener has a local address");
         listener
             .set_nonblocking(true)
             .expect("set listener non-blocking");
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            echo,
             accepted: AtomicUsize::new(0),
             held: Mutex::new(Vec::new()),
         });
@@ -194,18 +238,29 @@ fn serve(listener: &TcpListener, shared: &Shared) {
                 }
             }
         }
-        shared.held().retain_mut(peer_still_open);
+        shared
+            .held()
+            .retain_mut(|stream| peer_still_open(stream, shared.echo));
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
-/// Drains what the peer sent; false once it has closed (EOF) or reset the connection.
-fn peer_still_open(stream: &mut TcpStream) -> bool {
+/// Drains what the peer sent (echoing it back if `echo`); false once the peer has closed (EOF)
+/// or reset the connection.
+fn peer_still_open(stream: &mut TcpStream, echo: bool) -> bool {
     let mut buf = [0u8; 4096];
     loop {
         match stream.read(&mut buf) {
             Ok(0) => return false,
-            Ok(_) => continue,
+            Ok(n) => {
+                if echo {
+                    match stream.write_all(&buf[..n]) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return false,
+                    }
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
