@@ -323,6 +323,48 @@ pub struct SeedRequest {
     pub _pad2: [u8; 6],
 }
 
+/// A refusal, as streamed to `limiter events` through the EVENTS ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// bpf_ktime_get_ns (CLOCK_MONOTONIC) of the decision.
+    pub time_ns: u64,
+    pub rule_id: u64,
+    /// The destination as dialed (client side) or as served (server side).
+    pub dest: DestAddr,
+    /// The source address (server side); the caller's pod key (client side, see
+    /// `ConnRecord::peer`).
+    pub peer: [u8; 16],
+    /// [`side`].
+    pub side: u8,
+    /// [`reason`] index.
+    pub reason: u8,
+    /// [`action`] index.
+    pub action: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Events a CPU may emit per second (and in one burst) before it suppresses them: a flood of
+/// refusals must not flood the daemon. Suppressed events are counted.
+pub const EVENTS_PER_SECOND_PER_CPU: u64 = 1000;
+/// Size of the EVENTS ring buffer in bytes.
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+
+/// Per-CPU event counters (EVENT_STATS index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventStats {
+    /// Written to the ring buffer.
+    pub emitted: u64,
+    /// Not emitted: over the per-CPU rate.
+    pub suppressed: u64,
+    /// Not emitted: the ring buffer was full (the reader fell behind).
+    pub lost: u64,
+    /// Token bucket of this CPU: tokens left, and when it was last refilled (ns).
+    pub tokens: u64,
+    pub refilled_ns: u64,
+}
+
 /// Capacities of the maps (documented in docs/operations.md).
 pub mod capacity {
     /// Rules in the rules trie.
@@ -351,6 +393,8 @@ mod pod {
     unsafe impl aya::Pod for Pending {}
     unsafe impl aya::Pod for SeedRequest {}
     unsafe impl aya::Pod for SourceKey {}
+    unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for EventStats {}
 }
 
 #[cfg(test)]
@@ -391,6 +435,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ConnRecord>(), 64);
         assert_eq!(core::mem::size_of::<Pending>(), 16);
         assert_eq!(core::mem::size_of::<SourceKey>(), 24);
+        assert_eq!(core::mem::size_of::<Event>(), 56);
         assert_eq!(core::mem::size_of::<FlowKey>(), 36);
         assert_eq!(core::mem::size_of::<SeedRequest>(), 40);
     }

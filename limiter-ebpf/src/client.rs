@@ -96,10 +96,24 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
         }
         Decision::Refuse(reason) => {
             if cfg.flags & rule_flags::DRY_RUN != 0 {
-                rules::count_refusal(cfg.id, side::OUTBOUND, reason, action::DRY_RUN);
+                rules::count_refusal(
+                    cfg.id,
+                    side::OUTBOUND,
+                    reason,
+                    action::DRY_RUN,
+                    &dest,
+                    &entity,
+                );
                 return ALLOW;
             }
-            rules::count_refusal(cfg.id, side::OUTBOUND, reason, action::REJECT);
+            rules::count_refusal(
+                cfg.id,
+                side::OUTBOUND,
+                reason,
+                action::REJECT,
+                &dest,
+                &entity,
+            );
             // SAFETY: sets the syscall's return value; valid in cgroup sock_addr programs.
             unsafe { bpf_set_retval(-ECONNREFUSED) };
             DENY
@@ -175,7 +189,7 @@ pub fn try_egress_syn(ctx: &SkBuffContext) -> i32 {
         Decision::Refuse(reason) => {
             let dry = cfg.flags & rule_flags::DRY_RUN != 0;
             let act = if dry { action::DRY_RUN } else { action::DROP };
-            rules::count_refusal(cfg.id, side::OUTBOUND, reason, act);
+            rules::count_refusal(cfg.id, side::OUTBOUND, reason, act, &dest, &entity);
             i32::from(dry)
         }
     }

@@ -12,6 +12,7 @@ mod addr;
 mod admit;
 mod client;
 mod conn;
+mod events;
 mod maps;
 mod rules;
 mod seed;

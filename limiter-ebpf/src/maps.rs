@@ -4,11 +4,11 @@
 use aya_ebpf::{
     btf_maps::SkStorage,
     macros::{btf_map, map},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use limiter_common::{
-    ConnRecord, DestAddr, FlowKey, Pending, RuleConfig, RuleState, RuleStats, SeedRequest,
-    SideSlots, SourceKey, capacity,
+    ConnRecord, DestAddr, EVENTS_RING_BYTES, EventStats, FlowKey, Pending, RuleConfig, RuleState,
+    RuleStats, SeedRequest, SideSlots, SourceKey, capacity,
 };
 
 /// Hash maps whose elements the kernel changes in place must not be preallocated: a
@@ -36,6 +36,14 @@ pub static PENDING: LruHashMap<FlowKey, Pending> = LruHashMap::pinned(capacity::
 /// Per-source slots (`--per-source`); only `used` and `pending` of SideSlots are used.
 #[map(name = "SOURCES")]
 pub static SOURCES: LruHashMap<SourceKey, SideSlots> = LruHashMap::pinned(capacity::SOURCES, 0);
+
+/// Refusal events for `limiter events`. Not pinned: a new daemon reads a new ring.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Per-CPU event counters and rate budget (index 0).
+#[map(name = "EVENT_STATS")]
+pub static EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::pinned(1, 0);
 
 /// limiter_common::MAP_LAYOUT_VERSION of the pinned maps (index 0), written by the daemon and
 /// checked by the next one before it reuses them.

@@ -41,15 +41,24 @@ pub fn stats(rule_id: u64, which: u8) -> Option<&'static mut SideStats> {
     })
 }
 
-/// Counts a refusal of `reason` with `action` (limiter_common::{reason, action}).
+/// Counts a refusal of `reason` with `action` (limiter_common::{reason, action}) of a new
+/// connection from `peer` to `dest`, and reports it as an event (rate-limited).
 #[inline(always)]
-pub fn count_refusal(rule_id: u64, which: u8, reason: usize, action: usize) {
+pub fn count_refusal(
+    rule_id: u64,
+    which: u8,
+    reason: usize,
+    action: usize,
+    dest: &DestAddr,
+    peer: &[u8; 16],
+) {
     if let Some(s) = stats(rule_id, which)
         && reason < limiter_common::reason::COUNT
         && action < limiter_common::action::COUNT
     {
         s.refused[reason][action] += 1;
     }
+    crate::events::refused(rule_id, which, reason, action, dest, peer);
 }
 
 /// Counts an admission decision.

@@ -54,6 +54,7 @@ fn admit_new_flow(cfg: &RuleConfig, flow: &FlowKey, refuse_action: usize, confir
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
+    let dest = addr::dest(flow.daddr, flow.dport);
     let confirmed = if confirmed {
         pending_flags::CONFIRMED
     } else {
@@ -68,11 +69,25 @@ fn admit_new_flow(cfg: &RuleConfig, flow: &FlowKey, refuse_action: usize, confir
             u32::from(flags)
         }
         Decision::Refuse(reason) if cfg.flags & rule_flags::DRY_RUN != 0 => {
-            rules::count_refusal(cfg.id, side::INBOUND, reason, action::DRY_RUN);
+            rules::count_refusal(
+                cfg.id,
+                side::INBOUND,
+                reason,
+                action::DRY_RUN,
+                &dest,
+                &flow.saddr,
+            );
             pending_flags::NO_SLOT
         }
         Decision::Refuse(reason) => {
-            rules::count_refusal(cfg.id, side::INBOUND, reason, refuse_action);
+            rules::count_refusal(
+                cfg.id,
+                side::INBOUND,
+                reason,
+                refuse_action,
+                &dest,
+                &flow.saddr,
+            );
             return false;
         }
     };
@@ -207,7 +222,7 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
                 give_back_reservation(cfg, &flow, p);
                 return 1;
             }
-            return keep_reservation(cfg, p);
+            return keep_reservation(cfg, &flow, p);
         }
     }
     if !syn {
@@ -249,7 +264,7 @@ fn give_back_reservation(cfg: &RuleConfig, flow: &FlowKey, p: &Pending) {
 /// is established a moment later. Renew an old one into the current bucket; re-take a slot
 /// for an expired one, or drop the ACK when none is free.
 #[inline(always)]
-fn keep_reservation(cfg: &RuleConfig, p: &mut Pending) -> i32 {
+fn keep_reservation(cfg: &RuleConfig, flow: &FlowKey, p: &mut Pending) -> i32 {
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
@@ -273,6 +288,8 @@ fn keep_reservation(cfg: &RuleConfig, p: &mut Pending) -> i32 {
         side::INBOUND,
         limiter_common::reason::LIMIT,
         action::DROP,
+        &addr::dest(flow.daddr, flow.dport),
+        &flow.saddr,
     );
     0
 }

@@ -1,0 +1,56 @@
+//! Refusal events for `limiter events`, through a ring buffer the daemon reads.
+//!
+//! A flood of refusals must not become a flood of events: each CPU has a token bucket of
+//! EVENTS_PER_SECOND_PER_CPU. What it suppresses, and what a full ring buffer loses because the
+//! reader fell behind, is counted in EVENT_STATS, never dropped silently.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use limiter_common::{DestAddr, EVENTS_PER_SECOND_PER_CPU, Event};
+
+use crate::maps::{EVENT_STATS, EVENTS};
+
+/// Emits a refusal event if this CPU's budget allows.
+#[inline(always)]
+pub fn refused(
+    rule_id: u64,
+    side: u8,
+    reason: usize,
+    action: usize,
+    dest: &DestAddr,
+    peer: &[u8; 16],
+) {
+    let Some(stats) = EVENT_STATS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's element; programs on one CPU do not run concurrently with each other
+    // in a way that matters for a statistics budget (a lost update only shifts one token).
+    let stats = unsafe { &mut *stats };
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let refill =
+        (now.saturating_sub(stats.refilled_ns)) * EVENTS_PER_SECOND_PER_CPU / 1_000_000_000;
+    if refill > 0 {
+        stats.tokens = (stats.tokens + refill).min(EVENTS_PER_SECOND_PER_CPU);
+        stats.refilled_ns = now;
+    }
+    if stats.tokens == 0 {
+        stats.suppressed += 1;
+        return;
+    }
+    stats.tokens -= 1;
+    let event = Event {
+        time_ns: now,
+        rule_id,
+        dest: *dest,
+        peer: *peer,
+        side,
+        reason: reason as u8,
+        action: action as u8,
+        _pad: [0; 3],
+    };
+    if EVENTS.output(&event, 0).is_ok() {
+        stats.emitted += 1;
+    } else {
+        stats.lost += 1;
+    }
+}
