@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::dest::Dest;
 use crate::model::RuleSpec;
 
-/// Largest request line the daemon reads; a rule is a few hundred bytes, so anything bigger is
-/// a mistake or an attack and is refused without buffering it.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest request line the daemon reads: room for an `apply` of several thousand rules (a rule
+/// is under 200 bytes); anything bigger is a mistake or an attack and is refused without
+/// buffering it.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// One request to the daemon.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,23 @@ pub enum Request {
     Delete { destination: Dest },
     /// Answers with `{"destinations": [DestinationStatus...], "daemon": {...}}`.
     Status,
+    /// Sets every rule as a runtime rule, all or none. Answers with
+    /// `{"applied": [DEST...], "deleted": [], "unchanged": N}`.
+    Apply { rules: Vec<RuleSpec> },
+    /// Re-reads the daemon's config file and applies its rules, all or none. Answers with
+    /// `{"config": FILE, "applied": [..], "deleted": [..], "unchanged": N, "overridden": [..],
+    /// "daemon_settings_changed": bool}`.
+    Reload,
+    /// Forgets the runtime change (rule or deletion) of a destination; the config's rule, if
+    /// any, is in force again. Answers with `{"reverted": DEST, "rule": RULE|null}`.
+    Revert { destination: Dest },
+    /// Refusal events. Without `follow`: `{"events": [EVENT...], "totals": {...}}`. With
+    /// `follow`: a first answer `{"following": true, "totals": {...}}`, then the connection
+    /// stays open with one line per event (see event_stream.rs).
+    Events {
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 /// The daemon's answer: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
@@ -107,6 +125,22 @@ mod tests {
                 json!({"op": "delete", "destination": "10.0.0.0/24:80"}),
             ),
             (Request::Status, json!({"op": "status"})),
+            (Request::Reload, json!({"op": "reload"})),
+            (
+                Request::Revert {
+                    destination: "10.0.0.2:80".parse().unwrap(),
+                },
+                json!({"op": "revert", "destination": "10.0.0.2:80"}),
+            ),
+            (
+                Request::Apply {
+                    rules: vec![
+                        serde_json::from_value(json!({"destination": "10.0.0.3:80"})).unwrap(),
+                    ],
+                },
+                json!({"op": "apply", "rules": [
+                    {"destination": "10.0.0.3:80", "mode": "reject", "side": "both"}]}),
+            ),
         ];
         for (request, want) in cases {
             assert_eq!(serde_json::to_value(&request).unwrap(), want);

@@ -8,6 +8,7 @@ use crate::dest::Dest;
 use crate::model::{Mode, RuleSpec, Side};
 use crate::output::Format;
 use crate::paths;
+use crate::settings::{MetricsAddr, SocketGroup, StateDir};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +51,8 @@ enforcing the rules meanwhile, so a restart never lifts a limit."
         long_about = "Create or replace the rule of a destination. Replacing is atomic, and \
 the destination's counters and established connections are kept; a new rule counts the \
 connections already open to its destination.\n\n\
+The rule is a runtime rule: it overrides the config file's rule for the destination (until \
+`limiter revert DEST`) and is kept in the daemon's state file across restarts.\n\n\
 Example: limiter set 10.96.12.34:8080 --max-connections 100 --mode reject --side both"
     )]
     Set(SetArgs),
@@ -63,16 +66,60 @@ Example: limiter set 10.96.12.34:8080 --max-connections 100 --mode reject --side
 
     /// List every rule.
     #[command(
-        long_about = "List every rule, sorted by destination.\n\nExample: limiter list -o json"
+        long_about = "List every rule, sorted by destination, with its SOURCE: config (the \
+daemon's --config file) or runtime (set, apply), and `runtime (overrides config)` where a \
+runtime rule hides the config's. Config rules deleted at runtime are named under the table.\n\n\
+Example: limiter list -o json"
     )]
     List(OutputArgs),
 
     /// Remove the rule of a destination; its established connections are not touched.
     #[command(
         long_about = "Remove the rule of a destination. Established connections are not \
-touched; new ones are no longer limited.\n\nExample: limiter delete 10.96.12.34:8080"
+touched; new ones are no longer limited. If the config file names DEST, its rule stays off \
+(a runtime deletion, kept across reloads and restarts) until `limiter revert DEST`.\n\n\
+Example: limiter delete 10.96.12.34:8080"
     )]
     Delete(DeleteArgs),
+
+    /// Apply a file of rules in one step: all of them, or none.
+    #[command(
+        long_about = "Apply a file of rules in one step, like `kubectl apply`: every rule is \
+checked first (a bad one is named with FILE:LINE:COLUMN and nothing changes), then all are put \
+in force, or none: if the kernel refuses one, those already changed are put back.\n\n\
+The rules become runtime rules: they override the config file's rule for the same destination, \
+are kept in the state file and survive restarts and reloads. Rules not in the file are left \
+alone. The file holds [[rules]] tables with the fields of the config's (docs/config.md).\n\n\
+Example: limiter apply -f rules.toml"
+    )]
+    Apply(ApplyArgs),
+
+    /// Re-read the daemon's config file and apply its rules (as SIGHUP does).
+    #[command(
+        long_about = "Make the daemon re-read its --config file (as SIGHUP does). A file with \
+an error is refused with FILE:LINE:COLUMN and the rules in force stay as they were. Otherwise \
+the file's rules are applied all or nothing, except for destinations that a runtime change \
+(`set`, `delete`, `apply`) holds; config rules removed from the file are deleted. [daemon] \
+settings take effect at the next start.\n\nExample: limiter reload"
+    )]
+    Reload,
+
+    /// Drop the runtime change of a destination: its config rule (or none) applies again.
+    #[command(
+        long_about = "Forget what `set`, `apply` or `delete` did to a destination: the config \
+file's rule for it is in force again, or no rule if the config has none.\n\n\
+Example: limiter revert 10.96.12.34:8080"
+    )]
+    Revert(DeleteArgs),
+
+    /// Show refusal events (destination, source, reason, action, time) reported by the kernel.
+    ///
+    /// Without --follow: the latest events the daemon kept (up to 1024). With --follow: stream
+    /// new events until interrupted. Each CPU reports at most 1000 refusals per second; the
+    /// rest are counted as suppressed (and events the daemon could not keep up with as lost),
+    /// see the `events` totals in `limiter status -o json`.
+    /// e.g. `limiter events --follow -o json`.
+    Events(EventsArgs),
 
     /// Show the counters of every destination that has a rule.
     #[command(
@@ -114,6 +161,24 @@ pub struct DaemonArgs {
     /// [default: RUST_LOG, else the config's `log_level`, else info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Folder of the state file (rules.json: the rules changed at runtime), or `none` to keep
+    /// none, e.g. /var/lib/limiter. [default: the config's `state_dir`, else /var/lib/limiter
+    /// with the default --bpffs, else none]
+    #[arg(long, value_name = "DIR|none")]
+    pub state_dir: Option<StateDir>,
+
+    /// Address of the Prometheus endpoint (GET /metrics), or `none`, e.g. 127.0.0.1:9464,
+    /// [::1]:9464 or none. [default: the config's `metrics_addr`, else 127.0.0.1:9464 with the
+    /// default --bpffs, else none]
+    #[arg(long, value_name = "ADDR:PORT|none")]
+    pub metrics_addr: Option<MetricsAddr>,
+
+    /// Group allowed to use the control socket (mode 0660, owner root:GROUP), a name or a
+    /// number, e.g. limiter. [default: the config's `socket_group`, else none: mode 0600, root
+    /// only]
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<SocketGroup>,
 
     /// Uninstall instead of running: remove everything limiter pinned under <bpffs>/limiter
     /// (its programs detach, every limit is lifted, open connections stay). Refused while a
@@ -182,6 +247,13 @@ impl SetArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// TOML file of [[rules]] tables, or - for standard input, e.g. rules.toml.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct OutputArgs {
     /// Output format: table (for people) or json (stable fields, see docs/cli.md), e.g. -o json.
     #[arg(short, long, value_enum, default_value_t = Format::Table, value_name = "FORMAT")]
@@ -197,55 +269,21 @@ pub struct GetArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Keep the connection open and print new events as they happen.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct DeleteArgs {
     #[arg(value_name = "DEST", help = DEST_HELP)]
     pub destination: Dest,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory as _;
-
-    #[test]
-    fn the_cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn set_builds_the_rule() {
-        let cli = Cli::parse_from([
-            "limiter",
-            "set",
-            "[::ffff:10.0.0.2]:80",
-            "--max-connections",
-            "5",
-            "--mode",
-            "drop",
-            "--syn-rate",
-            "10",
-            "--syn-burst",
-            "20",
-        ]);
-        let Command::Set(set) = cli.command else {
-            panic!("{cli:?}")
-        };
-        let rule = set.to_rule();
-        assert_eq!(rule.destination.to_string(), "10.0.0.2:80");
-        assert_eq!(
-            (rule.max_connections, rule.mode, rule.side),
-            (Some(5), Mode::Drop, Side::Both)
-        );
-        assert_eq!((rule.syn_rate, rule.syn_burst), (Some(10), Some(20)));
-    }
-
-    #[test]
-    fn a_bad_destination_is_a_clear_usage_error() {
-        let err = Cli::try_parse_from(["limiter", "get", "10.0.0.1:99999"]).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("port 99999 is out of range 1-65535"),
-            "{err}"
-        );
-    }
-}
+#[path = "cli_tests.rs"]
+mod tests;

@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use crate::dest::Dest;
 use crate::model::RuleSpec;
+use crate::settings::{MetricsAddr, SocketGroup, StateDir};
 
 /// `[daemon]`: settings that the command line overrides.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -23,6 +24,9 @@ pub struct DaemonSection {
     pub cgroup: Option<PathBuf>,
     pub bpffs: Option<PathBuf>,
     pub log_level: Option<String>,
+    pub state_dir: Option<StateDir>,
+    pub metrics_addr: Option<MetricsAddr>,
+    pub socket_group: Option<SocketGroup>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +34,16 @@ pub struct DaemonSection {
 struct RawConfig {
     #[serde(default)]
     daemon: DaemonSection,
+    #[serde(default)]
+    rules: Vec<Spanned<RuleSpec>>,
+}
+
+/// A file for `limiter apply -f`: `[[rules]]` only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    #[serde(default)]
+    daemon: Option<Spanned<toml::Value>>,
     #[serde(default)]
     rules: Vec<Spanned<RuleSpec>>,
 }
@@ -75,60 +89,130 @@ impl Config {
 
     /// Parses and validates `text`; `path` only names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let error = |span: Option<Range<usize>>, message: String| match span {
-            Some(span) => {
-                let (line, column) = line_column(text, span.start);
-                ConfigError::Invalid {
-                    path: path.to_owned(),
-                    line,
-                    column,
-                    message,
-                }
-            }
-            None => ConfigError::InvalidNoPlace {
-                path: path.to_owned(),
-                message,
-            },
-        };
+        let error = Locator { path, text };
         let raw: RawConfig =
-            toml::from_str(text).map_err(|e| error(e.span(), e.message().trim().to_string()))?;
+            toml::from_str(text).map_err(|e| error.at(e.span(), e.message().trim().to_string()))?;
 
         if let Some(level) = &raw.daemon.log_level
             && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
         {
-            return Err(error(
-                None,
+            let place =
+                daemon_header_end(text).and_then(|end| field_in_table(text, end, "log_level"));
+            return Err(error.at(
+                place,
                 format!(
                     "log_level {level:?} is not a level or filter (e.g. \"info\", \"limiter=debug\"): {e}"
                 ),
             ));
         }
-
-        let mut seen: BTreeMap<&Dest, Range<usize>> = BTreeMap::new();
-        for rule in &raw.rules {
-            let span = rule.span();
-            let spec = rule.get_ref();
-            crate::validate::validate(spec).map_err(|e| {
-                error(
-                    Some(span.clone()),
-                    format!("rule for {}: {e}", spec.destination),
-                )
-            })?;
-            if let Some(first) = seen.insert(&spec.destination, span.clone()) {
-                let (first_line, _) = line_column(text, first.start);
-                let message = format!(
-                    "a second rule for {} (the first is at line {first_line}); \
-                     keep one rule per destination",
-                    spec.destination
-                );
-                return Err(error(Some(span), message));
-            }
-        }
         Ok(Config {
             daemon: raw.daemon,
-            rules: raw.rules.into_iter().map(Spanned::into_inner).collect(),
+            rules: checked_rules(&error, raw.rules)?,
         })
     }
+}
+
+/// Parses and validates a rules file for `limiter apply -f`: `[[rules]]` tables as in the
+/// config, and nothing else. `path` only names the file in errors.
+pub fn parse_rules(path: &Path, text: &str) -> Result<Vec<RuleSpec>, ConfigError> {
+    let error = Locator { path, text };
+    let raw: RawRules =
+        toml::from_str(text).map_err(|e| error.at(e.span(), e.message().trim().to_string()))?;
+    if let Some(daemon) = raw.daemon {
+        return Err(error.at(
+            Some(daemon.span()),
+            "`limiter apply` takes [[rules]] tables only; [daemon] settings are read from the \
+             daemon's --config at start (`limiter reload` re-reads that file's rules)"
+                .into(),
+        ));
+    }
+    checked_rules(&error, raw.rules)
+}
+
+/// Makes errors that name the file, and the line and column of a byte span.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn at(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
+        let path = self.path.to_owned();
+        match span {
+            Some(span) => {
+                let (line, column) = line_column(self.text, span.start);
+                ConfigError::Invalid {
+                    path,
+                    line,
+                    column,
+                    message,
+                }
+            }
+            None => ConfigError::InvalidNoPlace { path, message },
+        }
+    }
+}
+
+/// Each rule valid, no destination twice; in file order.
+fn checked_rules(
+    error: &Locator<'_>,
+    rules: Vec<Spanned<RuleSpec>>,
+) -> Result<Vec<RuleSpec>, ConfigError> {
+    let mut seen: BTreeMap<&Dest, Range<usize>> = BTreeMap::new();
+    for rule in &rules {
+        let span = rule.span();
+        let spec = rule.get_ref();
+        crate::validate::validate(spec).map_err(|e| {
+            let field = e.field();
+            let place = field_in_table(error.text, span.end, field).unwrap_or(span.clone());
+            let rule = &spec.destination;
+            error.at(
+                Some(place),
+                format!("rule for {rule}, field `{field}`: {e}"),
+            )
+        })?;
+        if let Some(first) = seen.insert(&spec.destination, span.clone()) {
+            let (first_line, _) = line_column(error.text, first.start);
+            let message = format!(
+                "a second rule for {} (the first is at line {first_line}); \
+                 keep one rule per destination",
+                spec.destination
+            );
+            return Err(error.at(Some(span), message));
+        }
+    }
+    Ok(rules.into_iter().map(Spanned::into_inner).collect())
+}
+
+/// Where the `[daemon]` header line ends.
+fn daemon_header_end(text: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        offset += line.len();
+        if line.trim() == "[daemon]" {
+            return Some(offset);
+        }
+    }
+    None
+}
+
+/// Where `field = ...` is set in the table whose header ends at `from` (up to the next header).
+fn field_in_table(text: &str, from: usize, field: &str) -> Option<Range<usize>> {
+    let mut offset = from;
+    for line in text.get(from..)?.split_inclusive('\n') {
+        let body = line.trim_start();
+        if body.starts_with('[') {
+            return None;
+        }
+        if let Some(rest) = body.strip_prefix(field)
+            && rest.trim_start().starts_with('=')
+        {
+            let start = offset + (line.len() - body.len());
+            return Some(start..start + field.len());
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// 1-based line and column of a byte offset.

@@ -98,7 +98,20 @@ fn rules_are_validated_and_unique() {
     let err = parse(text).unwrap_err();
     assert!(err.starts_with("limiter.toml:"), "{err}");
     assert!(
-        err.contains("rule for 10.0.0.1:80: max-connections must be at least 1"),
+        err.starts_with(
+            "limiter.toml:3:1: rule for 10.0.0.1:80, field `max_connections`: max-connections must be at least 1"
+        ),
+        "{err}"
+    );
+    // The field is located inside its table, past other tables.
+    let text = "[[rules]]\ndestination = \"10.0.0.2:80\"\n\n[[rules]]\n\
+                destination = \"10.0.0.1:80\"\nmax_connections = 2\n  per_source= 3\n\
+                [[rules]]\ndestination = \"10.0.0.3:80\"\nmax_connections = 9\nper_source = 1\n";
+    let err = parse(text).unwrap_err();
+    assert!(
+        err.starts_with(
+            "limiter.toml:7:3: rule for 10.0.0.1:80, field `per_source`: per-source (3)"
+        ),
         "{err}"
     );
 
@@ -111,7 +124,7 @@ fn rules_are_validated_and_unique() {
     );
 
     let err = parse("[daemon]\nlog_level = \"info,,=[\"\n").unwrap_err();
-    assert!(err.starts_with("limiter.toml: log_level"), "{err}");
+    assert!(err.starts_with("limiter.toml:2:1: log_level"), "{err}");
 }
 
 #[test]
@@ -121,5 +134,69 @@ fn an_unreadable_file_is_named() {
     assert_eq!(
         format!("{err:#}"),
         "cannot read config /nonexistent/limiter.toml: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn the_shipped_daemon_settings_parse_when_uncommented() {
+    let text = include_str!("../../deploy/config/limiter.toml");
+    let settings: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            ["state_dir = ", "metrics_addr = ", "socket = "]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = parse(&format!("[daemon]\n{settings}\n")).unwrap();
+    let d = config.daemon;
+    assert_eq!(
+        d.state_dir,
+        Some(crate::settings::StateDir::At("/var/lib/limiter".into()))
+    );
+    assert_eq!(
+        d.metrics_addr,
+        Some(crate::settings::MetricsAddr::On(
+            "127.0.0.1:9464".parse().unwrap()
+        ))
+    );
+}
+
+#[test]
+fn a_rules_file_for_apply_holds_rules_only() {
+    let p = Path::new("rules.toml");
+    let rules = parse_rules(
+        p,
+        "[[rules]]\ndestination = \"10.0.0.1:80\"\nmax_connections = 2\n",
+    )
+    .unwrap();
+    assert_eq!(rules.len(), 1);
+    assert!(parse_rules(p, "").unwrap().is_empty());
+
+    let err = parse_rules(p, "[daemon]\nsocket = \"/x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("rules.toml:1:1: `limiter apply` takes [[rules]] tables only"),
+        "{err}"
+    );
+    let err = parse_rules(
+        p,
+        "[[rules]]\ndestination = \"10.0.0.1:80\"\nmode = \"maybe\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("rules.toml:3:8: unknown variant `maybe`"),
+        "{err}"
+    );
+    let text =
+        "[[rules]]\ndestination = \"10.0.0.1:80\"\n[[rules]]\ndestination = \"10.0.0.1:80\"\n";
+    let err = parse_rules(p, text).unwrap_err().to_string();
+    assert!(
+        err.starts_with("rules.toml:3:1: a second rule for 10.0.0.1:80"),
+        "{err}"
     );
 }

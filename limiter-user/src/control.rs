@@ -10,86 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::api::{MAX_REQUEST_BYTES, Request, Response};
-use crate::model::Dataplane;
+pub use crate::handler::Handler;
+use crate::settings::SocketGroup;
 
 /// How long the server waits for a request line, and for its answer to be taken.
 const SERVER_IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the client waits for the daemon.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Answers requests from the dataplane. Blocking: the dataplane makes syscalls.
-pub struct Handler {
-    dataplane: Arc<dyn Dataplane>,
-    /// Builds the `daemon` object of `status` (version, socket, dataplane description) at
-    /// each request, since the description changes as the daemon runs.
-    daemon: Box<dyn Fn() -> Value + Send + Sync>,
-}
-
-impl Handler {
-    pub fn new(
-        dataplane: Arc<dyn Dataplane>,
-        daemon: impl Fn() -> Value + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            dataplane,
-            daemon: Box::new(daemon),
-        }
-    }
-
-    pub fn handle(&self, request: &Request) -> Response {
-        match self.try_handle(request) {
-            Ok(data) => Response::ok(data),
-            Err(e) => {
-                debug!(?request, error = format!("{e:#}"), "request refused");
-                Response::error(format!("{e:#}"))
-            }
-        }
-    }
-
-    fn try_handle(&self, request: &Request) -> anyhow::Result<Value> {
-        let dp = &self.dataplane;
-        match request {
-            Request::Set { rule } => {
-                crate::validate::validate(rule)?;
-                dp.apply_rule(rule)
-                    .with_context(|| format!("cannot apply the rule for {}", rule.destination))?;
-                info!(destination = %rule.destination, rule = crate::output::rule_summary(rule), "rule set");
-                Ok(serde_json::to_value(rule)?)
-            }
-            Request::Get { destination } => {
-                let wanted = destination.to_string();
-                let found = dp.status()?.into_iter().find(|d| d.destination == wanted);
-                match found {
-                    Some(status) => Ok(serde_json::to_value(status)?),
-                    None => bail!("no rule for {destination}"),
-                }
-            }
-            Request::List => {
-                let mut rules = dp.rules();
-                rules.sort_by(|a, b| a.destination.cmp(&b.destination));
-                Ok(serde_json::to_value(rules)?)
-            }
-            Request::Delete { destination } => {
-                if !dp.delete_rule(destination)? {
-                    bail!("no rule for {destination}");
-                }
-                info!(%destination, "rule deleted; its established connections are untouched");
-                Ok(json!({ "deleted": destination }))
-            }
-            Request::Status => Ok(crate::output::status_document(
-                &dp.status()?,
-                (self.daemon)(),
-            )),
-        }
-    }
-}
 
 /// The socket file; removed when dropped, so every way out of the daemon cleans it up.
 struct SocketFile(PathBuf);
@@ -110,9 +44,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `path` (mode 0600), creating its folder. A stale socket file left by a daemon that
-    /// died is replaced; a live daemon on it is an error. Must run inside a tokio runtime.
-    pub fn bind(path: &Path) -> anyhow::Result<Server> {
+    /// Binds `path` (mode 0600, or 0660 with group `group`), creating its folder. A stale
+    /// socket file left by a daemon that died is replaced; a live daemon on it is an error.
+    /// Must run inside a tokio runtime.
+    pub fn bind(path: &Path, group: Option<&SocketGroup>) -> anyhow::Result<Server> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the socket folder {}", dir.display()))?;
@@ -145,9 +80,17 @@ impl Server {
         let listener = std::os::unix::net::UnixListener::bind(path)
             .with_context(|| format!("cannot listen on {}", path.display()))?;
         let socket = SocketFile(path.to_owned());
-        // Root only: whoever can write to this socket can lift any limit.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+        // Root only (or root and one group): whoever can write to this socket can lift any limit.
+        let mode = match group {
+            Some(group) => {
+                std::os::unix::fs::chown(path, None, Some(group.gid))
+                    .with_context(|| format!("cannot give {} to group {group}", path.display()))?;
+                0o660
+            }
+            None => 0o600,
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))?;
         listener.set_nonblocking(true)?;
         let listener = UnixListener::from_std(listener)?;
         Ok(Server { listener, socket })
@@ -159,13 +102,16 @@ impl Server {
         let Server { listener, socket } = self;
         info!(socket = %socket.0.display(), "control socket listening");
         let mut tasks = JoinSet::new();
+        // Set when shutdown begins: `events --follow` streams end at once rather than holding
+        // up the orderly stop (ordinary requests finish on their own, boundedly).
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        tasks.spawn(serve_connection(stream, handler.clone()));
+                        tasks.spawn(serve_connection(stream, handler.clone(), closing_rx.clone()));
                     }
                     Err(e) => {
                         // EMFILE and the like pass; back off rather than spin.
@@ -176,6 +122,7 @@ impl Server {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
+        let _ = closing.send(true);
         drop(listener);
         drop(socket);
         let drain = async { while tasks.join_next().await.is_some() {} };
@@ -189,9 +136,16 @@ impl Server {
     }
 }
 
-async fn serve_connection(stream: UnixStream, handler: Arc<Handler>) {
+async fn serve_connection(
+    stream: UnixStream,
+    handler: Arc<Handler>,
+    closing: tokio::sync::watch::Receiver<bool>,
+) {
     let (read, mut write) = stream.into_split();
     let response = match read_request(read).await {
+        Ok(Request::Events { follow }) => {
+            return crate::event_stream::serve(handler.events(), follow, write, closing).await;
+        }
         Ok(request) => tokio::task::spawn_blocking(move || handler.handle(&request))
             .await
             .unwrap_or_else(|e| Response::error(format!("internal error: {e}"))),
@@ -245,7 +199,8 @@ pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Value> {
     let shown = socket.display();
     let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         let hint = if e.kind() == ErrorKind::PermissionDenied {
-            "the socket is root only (mode 0600): run as root"
+            "the socket is root only (mode 0600, or 0660 for the daemon's --socket-group): run as \
+             root or as a member of that group"
         } else {
             "is `limiter daemon` running? set --socket or LIMITER_SOCKET"
         };
@@ -283,4 +238,4 @@ pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Value> {
 
 #[cfg(test)]
 #[path = "control_tests.rs"]
-pub(crate) mod tests;
+mod tests;

@@ -1,74 +1,14 @@
 //! The control socket end to end: a real listener in a temporary folder, the real client, and
 //! an in-memory dataplane standing in for the kernel.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
 
 use super::*;
 use crate::dest::Dest;
-use crate::model::{DestinationStatus, RuleSpec, SideStatus};
-
-/// Rules in a map; `fail_apply` makes the next apply fail as a kernel error would.
-#[derive(Default)]
-pub(crate) struct MemoryDataplane {
-    pub rules: Mutex<BTreeMap<Dest, RuleSpec>>,
-    pub fail_apply: AtomicBool,
-}
-
-impl Dataplane for MemoryDataplane {
-    fn apply_rule(&self, rule: &RuleSpec) -> anyhow::Result<()> {
-        if self.fail_apply.load(Ordering::SeqCst) {
-            bail!("rules map is full");
-        }
-        self.rules
-            .lock()
-            .unwrap()
-            .insert(rule.destination.clone(), rule.clone());
-        Ok(())
-    }
-    fn delete_rule(&self, dest: &Dest) -> anyhow::Result<bool> {
-        Ok(self.rules.lock().unwrap().remove(dest).is_some())
-    }
-    fn status(&self) -> anyhow::Result<Vec<DestinationStatus>> {
-        let rules = self.rules.lock().unwrap();
-        Ok(rules
-            .values()
-            .map(|r| DestinationStatus {
-                destination: r.destination.to_string(),
-                inbound: SideStatus::default(),
-                outbound: SideStatus {
-                    active: 1,
-                    ..Default::default()
-                },
-                rule: Some(r.clone()),
-            })
-            .collect())
-    }
-    fn rules(&self) -> Vec<RuleSpec> {
-        self.rules.lock().unwrap().values().cloned().collect()
-    }
-}
-
-/// A fresh folder under the system temp dir, removed on drop.
-pub(crate) struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("limiter-test-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::model::{Dataplane, RuleSpec};
+use crate::testutil::{MemoryDataplane, TempDir, book};
 
 struct Running {
     socket: PathBuf,
@@ -84,10 +24,10 @@ fn start() -> Running {
     let socket = dir.0.join("run/limiter.sock");
     let dataplane = Arc::new(MemoryDataplane::default());
     let handler = Arc::new(Handler::new(
-        dataplane.clone(),
+        book(dataplane.clone()),
         || json!({"version": "test"}),
     ));
-    let server = Server::bind(&socket).expect("bind");
+    let server = Server::bind(&socket, None).expect("bind");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(server.serve(handler, async {
         let _ = stopped.await;
@@ -222,14 +162,24 @@ async fn refused_requests_change_nothing() {
         assert!(format!("{err:#}").starts_with(want), "{err:#}");
     }
     d.dataplane.fail_apply.store(true, Ordering::SeqCst);
-    let err = call(&d.socket, Request::Set { rule: rule(base) })
-        .await
-        .unwrap_err();
+    let changed = json!({"destination": "10.0.0.2:8080", "max_connections": 6});
+    let err = call(
+        &d.socket,
+        Request::Set {
+            rule: rule(changed),
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         format!("{err:#}"),
         "cannot apply the rule for 10.0.0.2:8080: rules map is full"
     );
     assert_eq!(d.dataplane.rules(), before);
+    // Setting the rule in force again changes nothing, so the kernel is not even asked.
+    call(&d.socket, Request::Set { rule: rule(base) })
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -247,7 +197,7 @@ async fn malformed_and_oversized_requests_are_refused() {
     let answer = call_raw(&d.socket, big).await;
     assert_eq!(
         answer,
-        "{\"ok\":false,\"error\":\"request refused: larger than 65536 bytes\"}\n"
+        "{\"ok\":false,\"error\":\"request refused: larger than 1048576 bytes\"}\n"
     );
     // Without a trailing newline, a request ends at end of input.
     let answer = call_raw(&d.socket, br#"{"op":"list"}"#.to_vec()).await;
@@ -260,7 +210,7 @@ async fn socket_is_private_and_removed_on_shutdown() {
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     // A second daemon on the same socket is refused while the first answers.
-    let err = Server::bind(&d.socket)
+    let err = Server::bind(&d.socket, None)
         .err()
         .expect("second bind must fail");
     assert_eq!(
@@ -293,15 +243,87 @@ async fn a_stale_socket_is_replaced_and_other_files_are_not() {
     // A socket file nobody listens on, as a crashed daemon leaves it.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
-    let server = Server::bind(&socket).expect("stale socket replaced");
+    let server = Server::bind(&socket, None).expect("stale socket replaced");
     drop(server);
     assert!(!socket.exists(), "dropping the server removes the socket");
 
     std::fs::write(&socket, "not a socket").unwrap();
-    let err = Server::bind(&socket).err().unwrap();
+    let err = Server::bind(&socket, None).err().unwrap();
     assert!(
         err.to_string()
             .ends_with("exists and is not a socket; remove it or set another --socket"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_list_revert_and_sources_over_the_socket() {
+    let d = start();
+    let rules = vec![
+        rule(json!({"destination": "10.0.0.1:80", "max_connections": 3})),
+        rule(json!({"destination": "10.0.0.2:80"})),
+    ];
+    let answer = call(&d.socket, Request::Apply { rules }).await.unwrap();
+    assert_eq!(
+        answer,
+        json!({"applied": ["10.0.0.1:80", "10.0.0.2:80"], "deleted": [], "unchanged": 0})
+    );
+    let list = call(&d.socket, Request::List).await.unwrap();
+    assert_eq!(list[0]["source"], "runtime");
+    assert_eq!(list[0]["max_connections"], 3);
+    assert!(list[0].get("config_rule").is_none(), "{list}");
+    let status = call(&d.socket, Request::Status).await.unwrap();
+    assert_eq!(status["destinations"][1]["source"], "runtime");
+
+    // One bad rule: refused with its place in the list, nothing changed.
+    let before = d.dataplane.rules();
+    let bad = vec![
+        rule(json!({"destination": "10.0.0.3:80", "max_connections": 3})),
+        rule(json!({"destination": "10.0.0.4:80", "max_connections": 0})),
+    ];
+    let err = call(&d.socket, Request::Apply { rules: bad })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "rule 2 (10.0.0.4:80): max-connections must be at least 1"
+    );
+    assert_eq!(d.dataplane.rules(), before);
+
+    let dest: Dest = "10.0.0.2:80".parse().unwrap();
+    let answer = call(
+        &d.socket,
+        Request::Revert {
+            destination: dest.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer, json!({"reverted": "10.0.0.2:80", "rule": null}));
+    let err = call(&d.socket, Request::Revert { destination: dest })
+        .await
+        .unwrap_err();
+    assert_eq!(format!("{err:#}"), "no rule for 10.0.0.2:80");
+    let err = call(&d.socket, Request::Reload).await.unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "no config file to reload: the daemon was started without --config"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_group_gets_mode_0660() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = TempDir::new();
+    let socket = dir.0.join("limiter.sock");
+    let gid = std::fs::metadata(&dir.0).unwrap().gid();
+    let group = SocketGroup {
+        name: gid.to_string(),
+        gid,
+    };
+    let server = Server::bind(&socket, Some(&group)).unwrap();
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid);
+    drop(server);
 }

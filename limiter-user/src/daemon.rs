@@ -1,37 +1,33 @@
-//! The node daemon: config, dataplane, control socket, maintenance, orderly shutdown.
+//! The node daemon: config, state, dataplane, control socket, metrics, reload, orderly shutdown.
 //!
-//! Order matters. The config is read and validated before anything else, so a bad file changes
-//! nothing. The socket is bound before the kernel is touched, so a second daemon on the same
-//! socket stops before it attaches a second set of programs. On shutdown the daemon stops
-//! answering, removes its socket and releases the dataplane; the programs and maps are pinned,
-//! so the limits keep being enforced until a daemon starts again.
+//! Order matters. The config and the state file are read and checked before anything else, so
+//! a bad file changes nothing. The socket and the metrics port are bound before the kernel is
+//! touched, so a second daemon stops before it attaches a second set of programs. On shutdown
+//! the daemon stops answering, removes its socket and releases the dataplane; the programs and
+//! maps are pinned, so the limits keep being enforced until a daemon starts again.
 
 use std::future::Future;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 use crate::control::{Handler, Server};
-use crate::model::{Dataplane, RuleSpec};
-use crate::paths;
-
-/// Command-line settings of `limiter daemon`; each overrides the config's `[daemon]` value.
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    pub config: Option<PathBuf>,
-    pub socket: Option<PathBuf>,
-    pub cgroup: Option<PathBuf>,
-    pub bpffs: Option<PathBuf>,
-    pub log_level: Option<String>,
-}
+use crate::metrics::{Health, Metrics};
+use crate::model::Dataplane;
+use crate::rulebook::RuleBook;
+pub use crate::settings::Options;
+use crate::settings::Settings;
+use crate::state::RuntimeState;
 
 /// How often the dataplane's housekeeping runs (expired reservations, state sync).
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
@@ -40,6 +36,10 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 pub(crate) trait Maintained: Dataplane {
     fn maintain(&self) -> anyhow::Result<()>;
     fn describe(&self) -> Value;
+    /// The refusal events of this dataplane, if it has any (`limiter events`).
+    fn event_hub(self: &Arc<Self>) -> Option<crate::event_stream::EventHub> {
+        None
+    }
 }
 
 impl Maintained for crate::dataplane::EbpfDataplane {
@@ -49,6 +49,26 @@ impl Maintained for crate::dataplane::EbpfDataplane {
     fn describe(&self) -> Value {
         crate::dataplane::EbpfDataplane::describe(self)
     }
+    fn event_hub(self: &Arc<Self>) -> Option<crate::event_stream::EventHub> {
+        let (recent, subscribe, totals) = (self.clone(), self.clone(), self.clone());
+        Some(crate::event_stream::EventHub {
+            recent: Box::new(move || recent.recent_events()),
+            subscribe: Box::new(move || subscribe.subscribe_events()),
+            totals: Box::new(move || totals.event_totals()),
+        })
+    }
+}
+
+/// Everything checked and bound before the dataplane starts.
+pub(crate) struct Setup {
+    pub config_file: Option<PathBuf>,
+    pub config: Config,
+    pub settings: Settings,
+    pub saved: RuntimeState,
+    pub server: Server,
+    pub metrics: Option<TcpListener>,
+    /// SIGHUP, when the daemon reloads on it.
+    pub hangup: Option<Signal>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -57,75 +77,138 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let d = &config.daemon;
-    let socket = opts
-        .socket
-        .or_else(|| d.socket.clone())
-        .unwrap_or_else(|| paths::SOCKET.into());
-    let bpffs = opts
-        .bpffs
-        .or_else(|| d.bpffs.clone())
-        .unwrap_or_else(|| paths::BPFFS.into());
-    let cgroup = opts.cgroup.or_else(|| d.cgroup.clone());
-    let filter = match opts.log_level {
-        Some(level) => EnvFilter::try_new(&level)
+    let settings = Settings::resolve(&opts, &config.daemon);
+    let filter = match &opts.log_level {
+        Some(level) => EnvFilter::try_new(level)
             .with_context(|| format!("--log-level {level:?} is not a level or filter"))?,
-        None => EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(d.log_level.as_deref().unwrap_or("info")))?,
+        None => EnvFilter::try_from_default_env().or_else(|_| {
+            EnvFilter::try_new(config.daemon.log_level.as_deref().unwrap_or("info"))
+        })?,
+    };
+    let saved = match &settings.state_file {
+        Some(path) => crate::state::load(path)?,
+        None => RuntimeState::default(),
     };
     init_logging(filter);
     let shutdown = shutdown_signal()?;
+    // Registered now: SIGHUP's default action would end the daemon while it starts.
+    let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     info!(
         version = env!("CARGO_PKG_VERSION"),
         config = opts.config.as_ref().map(|p| p.display().to_string()),
         rules = config.rules.len(),
+        state_file = settings
+            .state_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        runtime_rules = saved.rules.len(),
         "starting"
     );
 
-    let server = Server::bind(&socket)?;
-    let options = crate::dataplane::Options { cgroup, bpffs };
+    let server = Server::bind(&settings.socket, settings.socket_group.as_ref())?;
+    let metrics = match settings.metrics_addr {
+        Some(addr) => Some(crate::metrics_http::bind(addr).await?),
+        None => None,
+    };
+    let options = crate::dataplane::Options {
+        cgroup: settings.cgroup.clone(),
+        bpffs: settings.bpffs.clone(),
+    };
     let dataplane =
         tokio::task::spawn_blocking(move || crate::dataplane::EbpfDataplane::start(&options))
             .await?
             .context("cannot start the dataplane")?;
-    run_with(Arc::new(dataplane), config.rules, server, socket, shutdown).await
+    let setup = Setup {
+        config_file: opts.config,
+        config,
+        settings,
+        saved,
+        server,
+        metrics,
+        hangup: Some(hangup),
+    };
+    run_with(Arc::new(dataplane), setup, shutdown).await
 }
 
-/// Applies the config's rules, then serves until `shutdown`. Split from [`run`] so that it can
-/// be tested with an in-memory dataplane.
+/// Puts the start's rules in force, then serves until `shutdown`. Split from [`run`] so that it
+/// can be tested with an in-memory dataplane.
 pub(crate) async fn run_with<D: Maintained>(
     dataplane: Arc<D>,
-    rules: Vec<RuleSpec>,
-    server: Server,
-    socket: PathBuf,
+    setup: Setup,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let dp = dataplane.clone();
-    // Rules were validated with the config; a failure here is the kernel's, and fatal: a daemon
-    // that silently runs without a configured limit would leave a service unprotected.
-    tokio::task::spawn_blocking(move || {
-        for rule in &rules {
-            dp.apply_rule(rule).with_context(|| format!("cannot apply the config's rule for {}", rule.destination))?;
-            info!(destination = %rule.destination, rule = crate::output::rule_summary(rule), "rule applied from config");
-        }
-        anyhow::Ok(())
+    let Setup {
+        config_file,
+        config,
+        settings,
+        saved,
+        server,
+        metrics,
+        hangup,
+    } = setup;
+    let dp: Arc<dyn Dataplane> = dataplane.clone();
+    let state_file = settings.state_file.clone();
+    // Rules were validated with the config and the state file; a failure here is the kernel's,
+    // and fatal: a daemon that silently runs without a configured limit leaves a service
+    // unprotected. Nothing was changed (all or nothing).
+    let (book, outcome) = tokio::task::spawn_blocking(move || {
+        RuleBook::start(dp, config_file, config, state_file, saved)
     })
-    .await??;
+    .await?
+    .context("cannot put the rules in force at start")?;
+    info!(applied = ?outcome.applied, deleted = ?outcome.deleted, unchanged = outcome.unchanged, "rules in force");
+    let book = Arc::new(book);
 
-    let described = dataplane.clone();
+    let metrics_url = match &metrics {
+        Some(l) => Some(format!("http://{}/metrics", l.local_addr()?)),
+        None => None,
+    };
+    let (described, daemon_book) = (dataplane.clone(), book.clone());
+    let socket = settings.socket.clone();
     let daemon = move || {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
             "socket": socket,
+            "config": daemon_book.config_file(),
+            "state_file": daemon_book.state_file(),
+            "metrics": metrics_url,
+            "runtime_deletions": daemon_book.runtime_deletions(),
             "dataplane": described.describe(),
         })
     };
-    let handler = Arc::new(Handler::new(dataplane.clone(), daemon));
-    let maintenance = tokio::spawn(maintain_forever(dataplane.clone()));
+    let handler = Arc::new(Handler::new(book.clone(), daemon).with_events(dataplane.event_hub()));
+    let failures = Arc::new(AtomicU64::new(0));
+    let maintenance = tokio::spawn(maintain_forever(dataplane.clone(), failures.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let served_metrics = metrics.map(|listener| {
+        let described = dataplane.clone();
+        let health = move || Health {
+            namespaces: described.describe()["namespaces_with_sk_lookup"].as_u64(),
+            maintenance_failures: failures.load(Ordering::Relaxed),
+        };
+        let metrics = Arc::new(Metrics::new(book.clone(), health));
+        let mut stopped = stopped.clone();
+        tokio::spawn(crate::metrics_http::serve(listener, metrics, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
+    });
+    let reloads = hangup.map(|hup| tokio::spawn(reload_on_hangup(hup, book.clone())));
+    drop(book);
     info!("ready");
-    server.serve(handler, shutdown).await;
-    maintenance.abort();
-    let _ = maintenance.await;
+    server
+        .serve(handler, async {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
+    for task in [Some(maintenance), reloads].into_iter().flatten() {
+        task.abort();
+        let _ = task.await;
+    }
+    if let Some(task) = served_metrics {
+        let _ = task.await;
+    }
     drop(dataplane);
     info!(
         "dataplane released; the pinned eBPF programs keep enforcing the rules until the next start"
@@ -133,19 +216,34 @@ pub(crate) async fn run_with<D: Maintained>(
     Ok(())
 }
 
-/// Calls `maintain()` every second; an error is logged and retried on the next tick, since a
-/// transient failure must not take the daemon (and its socket) down.
-async fn maintain_forever<D: Maintained>(dataplane: Arc<D>) {
+/// Reloads the config on each SIGHUP; a refused reload is logged and changes nothing.
+async fn reload_on_hangup(mut hangup: Signal, book: Arc<RuleBook>) {
+    while hangup.recv().await.is_some() {
+        info!("SIGHUP: reloading the config");
+        let book = book.clone();
+        match tokio::task::spawn_blocking(move || book.reload()).await {
+            Ok(Ok(reloaded)) => info!(?reloaded, "config reloaded"),
+            Ok(Err(e)) => error!("reload refused: {e:#}"),
+            Err(e) => warn!("reload panicked: {e}"),
+        }
+    }
+}
+
+/// Calls `maintain()` every second; an error is logged, counted and retried on the next tick,
+/// since a transient failure must not take the daemon (and its socket) down.
+async fn maintain_forever<D: Maintained>(dataplane: Arc<D>, failures: Arc<AtomicU64>) {
     let mut tick = tokio::time::interval(MAINTAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let dp = dataplane.clone();
-        match tokio::task::spawn_blocking(move || dp.maintain()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!("dataplane maintenance failed: {e:#}"),
-            Err(e) => warn!("dataplane maintenance panicked: {e}"),
-        }
+        let failed = match tokio::task::spawn_blocking(move || dp.maintain()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => format!("dataplane maintenance failed: {e:#}"),
+            Err(e) => format!("dataplane maintenance panicked: {e}"),
+        };
+        failures.fetch_add(1, Ordering::Relaxed);
+        warn!("{failed}");
     }
 }
 

@@ -7,9 +7,23 @@ mod control;
 mod daemon;
 mod dataplane;
 mod dest;
+mod event_stream;
+mod handler;
+mod layers;
+mod metrics;
+mod metrics_dest;
+mod metrics_http;
 mod model;
+mod node;
 mod output;
+mod output_list;
 mod paths;
+mod rulebook;
+mod settings;
+mod state;
+#[cfg(test)]
+mod testutil;
+mod txn;
 mod validate;
 
 use std::io::Write as _;
@@ -37,6 +51,28 @@ fn one_line_usage_error(e: &clap::Error) -> String {
         Some(values) => format!("{first} {values}"),
         None => first,
     }
+}
+
+/// `limiter events [--follow]`.
+fn events(socket: &std::path::Path, args: &cli::EventsArgs) -> anyhow::Result<()> {
+    let format = args.output.output;
+    if !args.follow {
+        let data = control::request(socket, &Request::Events { follow: false })?;
+        for event in data["events"].as_array().into_iter().flatten() {
+            print_line(&output::event_line(event, format))?;
+        }
+        return Ok(());
+    }
+    event_stream::follow(socket, |line| {
+        if let Some(event) = line.get("event") {
+            print_line(&output::event_line(event, format))
+        } else if let Some(missed) = line.get("missed") {
+            eprintln!("limiter: {missed} events missed (this follower fell behind)");
+            Ok(())
+        } else {
+            Ok(())
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -94,6 +130,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cgroup: args.cgroup,
                 bpffs: args.bpffs,
                 log_level: args.log_level,
+                state_dir: args.state_dir,
+                metrics_addr: args.metrics_addr,
+                socket_group: args.socket_group,
             };
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -123,18 +162,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::List(args) => {
             let data = control::request(&client_socket(), &Request::List)?;
-            print_doc(&data, args.output, output::list_table)
+            if args.output == Format::Json {
+                return print_doc(&data, args.output, output::list_table);
+            }
+            // Config rules deleted at runtime are not rules in force, so not in the list's
+            // array; the table mentions them under it.
+            let status = control::request(&client_socket(), &Request::Status)?;
+            let mut text =
+                output::list_table(&data).context("unexpected answer from the daemon")?;
+            text += &output::runtime_deletions_note(&status["daemon"]["runtime_deletions"]);
+            print_line(&text)
         }
         Command::Delete(args) => {
             let destination = args.destination;
-            control::request(
+            let answer = control::request(
                 &client_socket(),
                 &Request::Delete {
                     destination: destination.clone(),
                 },
             )?;
-            print_line(&format!("deleted {destination}"))
+            match answer["config_rule_kept_off"].as_bool() {
+                Some(true) => print_line(&format!(
+                    "deleted {destination} (a config rule: kept off until `limiter revert {destination}`)"
+                )),
+                _ => print_line(&format!("deleted {destination}")),
+            }
         }
+        Command::Apply(args) => apply(&client_socket(), &args.file),
+        Command::Reload => {
+            let answer = control::request(&client_socket(), &Request::Reload)?;
+            print_line(
+                &output::reload_summary(&answer).context("unexpected answer from the daemon")?,
+            )
+        }
+        Command::Revert(args) => {
+            let destination = args.destination;
+            let answer = control::request(
+                &client_socket(),
+                &Request::Revert {
+                    destination: destination.clone(),
+                },
+            )?;
+            let rule: Option<model::RuleSpec> = serde_json::from_value(answer["rule"].clone())
+                .context("unexpected answer from the daemon")?;
+            print_line(&match rule {
+                Some(rule) => format!(
+                    "reverted {destination}: the config's rule is in force: {}",
+                    output::rule_summary(&rule)
+                ),
+                None => format!("reverted {destination}: no rule (the config has none)"),
+            })
+        }
+        Command::Events(args) => events(&client_socket(), &args),
         Command::Status(args) => {
             let data = control::request(&client_socket(), &Request::Status)?;
             print_doc(&data, args.output, output::status_table)
@@ -149,6 +228,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `limiter apply -f FILE`: checks the whole file here (with its line numbers), then sends
+/// every rule in one request; the daemon checks again and applies all or none.
+fn apply(socket: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
+    let (name, text) = if file == std::path::Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read the rules from standard input")?;
+        (PathBuf::from("<stdin>"), text)
+    } else {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        (file.to_owned(), text)
+    };
+    let rules = config::parse_rules(&name, &text)?;
+    let shown = name.display();
+    if rules.is_empty() {
+        return print_line(&format!("nothing to apply: {shown} has no [[rules]]"));
+    }
+    let count = rules.len();
+    let request = Request::Apply { rules };
+    let size = serde_json::to_vec(&request)?.len();
+    if size > api::MAX_REQUEST_BYTES {
+        anyhow::bail!(
+            "{shown}: {count} rules make a request of {size} bytes, over the daemon's limit of {} bytes; \
+             split the file",
+            api::MAX_REQUEST_BYTES
+        );
+    }
+    let answer = control::request(socket, &request)?;
+    let summary = output::apply_summary(&answer).context("unexpected answer from the daemon")?;
+    print_line(&format!("applied {count} rules from {shown}: {summary}"))
 }
 
 fn print_doc(

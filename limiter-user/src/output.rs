@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::model::{DestinationStatus, RuleSpec};
+pub use crate::output_list::{apply_summary, list_table, reload_summary, runtime_deletions_note};
 
 /// `-o json|table`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -46,7 +47,7 @@ pub fn rule_summary(rule: &RuleSpec) -> String {
 }
 
 /// The serde name of a unit enum value (`reject`, `both`).
-fn lower<T: serde::Serialize>(value: T) -> String {
+pub(crate) fn lower<T: serde::Serialize>(value: T) -> String {
     match serde_json::to_value(value) {
         Ok(Value::String(s)) => s,
         other => format!("{other:?}"),
@@ -77,6 +78,8 @@ struct DestView {
     outbound: SideView,
     #[serde(default)]
     rule: Option<RuleSpec>,
+    #[serde(default)]
+    source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,7 +88,7 @@ struct StatusView {
 }
 
 /// A table with no borders, columns three spaces apart (kubectl's look).
-fn table(header: &[&str], numeric_from: usize) -> Table {
+pub(crate) fn table(header: &[&str], numeric_from: usize) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING).set_header(header.to_vec());
     for (i, column) in t.column_iter_mut().enumerate() {
@@ -97,14 +100,14 @@ fn table(header: &[&str], numeric_from: usize) -> Table {
     t
 }
 
-fn render(t: &Table) -> String {
+pub(crate) fn render(t: &Table) -> String {
     // comfy-table pads the last column and draws the (blank) header rule; neither is wanted.
     let mut out: Vec<String> = t.lines().map(|l| l.trim_end().to_string()).collect();
     out.retain(|l| !l.is_empty());
     out.join("\n")
 }
 
-const NO_RULES: &str = "no rules (add one with `limiter set DEST --max-connections N`)";
+pub(crate) const NO_RULES: &str = "no rules (add one with `limiter set DEST --max-connections N`)";
 
 /// `limiter status` as a table.
 pub fn status_table(doc: &Value) -> anyhow::Result<String> {
@@ -165,40 +168,8 @@ fn refused_summary(i: &SideView, o: &SideView) -> String {
     }
 }
 
-fn opt(v: Option<u32>) -> String {
+pub(crate) fn opt(v: Option<u32>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
-}
-
-/// `limiter list` as a table.
-pub fn list_table(doc: &Value) -> anyhow::Result<String> {
-    let rules = Vec::<RuleSpec>::deserialize(doc)?;
-    if rules.is_empty() {
-        return Ok(NO_RULES.into());
-    }
-    let header = [
-        "DESTINATION",
-        "MAX CONNECTIONS",
-        "MODE",
-        "SIDE",
-        "SYN RATE",
-        "SYN BURST",
-        "PER SOURCE",
-        "DRY RUN",
-    ];
-    let mut t = table(&header, usize::MAX);
-    for r in &rules {
-        t.add_row(vec![
-            r.destination.to_string(),
-            opt(r.max_connections),
-            lower(r.mode),
-            lower(r.side),
-            opt(r.syn_rate),
-            opt(r.syn_burst.or(r.syn_rate)),
-            opt(r.per_source),
-            if r.dry_run { "yes" } else { "no" }.into(),
-        ]);
-    }
-    Ok(render(&t))
 }
 
 /// `limiter get` as a vertical view: the rule, then each counter for both sides.
@@ -210,6 +181,9 @@ pub fn get_view(doc: &Value) -> anyhow::Result<String> {
         "Rule:".into(),
         d.rule.as_ref().map_or_else(|| "-".into(), rule_summary),
     ]);
+    if let Some(source) = &d.source {
+        head.add_row(vec!["Source:".into(), source.clone()]);
+    }
 
     let (i, o) = (&d.inbound, &d.outbound);
     let mut t = table(&["COUNTER", "INBOUND", "OUTBOUND"], 1);
@@ -261,3 +235,21 @@ pub fn get_view(doc: &Value) -> anyhow::Result<String> {
 #[cfg(test)]
 #[path = "output_tests.rs"]
 mod tests;
+
+/// One refusal event: a JSON object per line, or an aligned line for people:
+/// `TIME  SIDE  DESTINATION  from SOURCE  REASON/ACTION`.
+pub fn event_line(event: &Value, format: Format) -> String {
+    if format == Format::Json {
+        return event.to_string();
+    }
+    let field = |k: &str| event[k].as_str().unwrap_or("?").to_string();
+    format!(
+        "{}  {:<8}  {:<24}  from {:<24}  {}/{}",
+        field("time"),
+        field("side"),
+        field("destination"),
+        field("source"),
+        field("reason"),
+        field("action")
+    )
+}

@@ -115,3 +115,41 @@ fn list_table_and_get_view_render() {
     assert!(get.contains("refused.limit.reject"), "{get}");
     assert!(get.contains("2.000"), "mean lifetime 14 s / 7: {get}");
 }
+
+#[test]
+fn list_shows_the_source_and_runtime_deletions() {
+    let doc = json!([
+        {"destination": "10.0.0.1:80", "max_connections": 1, "mode": "reject", "side": "both",
+         "source": "config"},
+        {"destination": "10.0.0.2:80", "max_connections": 9, "mode": "reject", "side": "both",
+         "source": "runtime", "config_rule": rule()},
+    ]);
+    let out = list_table(&doc).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].ends_with("DRY RUN   SOURCE"), "{out}");
+    assert!(lines[1].ends_with("no        config"), "{out}");
+    assert!(
+        lines[2].ends_with("no        runtime (overrides config)"),
+        "{out}"
+    );
+    assert_eq!(
+        runtime_deletions_note(&json!([rule()])),
+        "\n10.0.0.2:8080: config rule (max 5 reject both) deleted at runtime; \
+         `limiter revert 10.0.0.2:8080` restores it"
+    );
+    assert_eq!(runtime_deletions_note(&json!([])), "");
+}
+
+#[test]
+fn apply_and_reload_summaries() {
+    let answer = json!({"applied": ["10.0.0.1:80"], "deleted": [], "unchanged": 2});
+    assert_eq!(apply_summary(&answer).unwrap(), "1 changed, 2 unchanged");
+    let answer = json!({"config": "/etc/l.toml", "applied": [], "deleted": ["10.0.0.1:80"],
+        "unchanged": 1, "overridden": ["10.0.0.2:80"], "daemon_settings_changed": true});
+    assert_eq!(
+        reload_summary(&answer).unwrap(),
+        "reloaded /etc/l.toml: 0 changed, 1 unchanged, 1 deleted; runtime changes keep \
+         precedence for 10.0.0.2:80\nnote: the [daemon] settings changed; they take effect at \
+         the next start"
+    );
+}

@@ -24,6 +24,18 @@ pub enum RuleError {
     },
 }
 
+impl RuleError {
+    /// The field of the rule (as the config file and the JSON name it) that is wrong.
+    pub fn field(&self) -> &'static str {
+        match self {
+            RuleError::MaxConnectionsZero => "max_connections",
+            RuleError::SynRateZero => "syn_rate",
+            RuleError::SynBurstZero | RuleError::BurstWithoutRate => "syn_burst",
+            RuleError::PerSourceZero | RuleError::PerSourceAboveMax { .. } => "per_source",
+        }
+    }
+}
+
 /// Checks one rule on its own (duplicates across rules are the caller's concern).
 pub fn validate(rule: &RuleSpec) -> Result<(), RuleError> {
     if rule.max_connections == Some(0) {

@@ -4,6 +4,7 @@
 //! while no daemon runs, and the next daemon adopts both (rules included: the rules map is the
 //! source of truth, so runtime rules survive a restart).
 
+mod events;
 mod programs;
 mod sys;
 mod tables;
@@ -40,10 +41,23 @@ struct Inner {
     namespaces: usize,
 }
 
+pub use events::{EventRecord, EventTotals};
+
 pub struct EbpfDataplane {
     inner: Mutex<Inner>,
+    events: events::EventFeed,
     cgroup: PathBuf,
     pin_dir: PathBuf,
+}
+
+fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> anyhow::Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow::anyhow!("map {name} missing from the object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type or layout"))
 }
 
 /// Refuses to reuse pinned maps of another layout: they would be misread, or reset. A build
@@ -129,6 +143,10 @@ impl EbpfDataplane {
         })?;
         let namespaces = programs::sync_lookup(&mut ebpf, &links_dir, true)?;
         let tables = tables::Tables::open(&mut ebpf)?;
+        let events = events::EventFeed::start(
+            take_map(&mut ebpf, "EVENTS")?,
+            take_map(&mut ebpf, "EVENT_STATS")?,
+        )?;
         let rules = tables.existing()?;
         let next_id = rules.values().map(|(id, _)| *id).max().unwrap_or(0) + 1;
         if adopting {
@@ -145,9 +163,25 @@ impl EbpfDataplane {
                 maps_dir,
                 namespaces,
             }),
+            events,
             cgroup,
             pin_dir,
         })
+    }
+
+    /// Refusal events as they happen (`limiter events --follow`).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<EventRecord> {
+        self.events.sender.subscribe()
+    }
+
+    /// The latest refusal events, oldest first.
+    pub fn recent_events(&self) -> Vec<EventRecord> {
+        self.events.recent()
+    }
+
+    /// What the kernel emitted, suppressed (rate) and lost (ring full), over all CPUs.
+    pub fn event_totals(&self) -> EventTotals {
+        self.events.totals()
     }
 
     /// Periodic upkeep: attach the server-side lookup to namespaces created since.
@@ -169,6 +203,7 @@ impl EbpfDataplane {
             "programs": programs::CGROUP_PROGRAMS,
             "namespaces_with_sk_lookup": inner.namespaces,
             "rules": inner.rules.len(),
+            "events": self.events.totals(),
         })
     }
 

@@ -1,0 +1,125 @@
+//! The per-destination metric families, from the same counters as `limiter status`.
+
+use std::fmt;
+
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Unit;
+
+use crate::metrics::{Labels, family};
+use crate::model::{DestinationStatus, SideStatus};
+
+/// Both sides of every destination, with their labels.
+fn sides(statuses: &[DestinationStatus]) -> Vec<(Labels, &SideStatus)> {
+    let mut out = Vec::with_capacity(statuses.len() * 2);
+    for d in statuses {
+        for (side, counters) in [("inbound", &d.inbound), ("outbound", &d.outbound)] {
+            let labels = vec![
+                ("destination", d.destination.clone()),
+                ("side", side.into()),
+            ];
+            out.push((labels, counters));
+        }
+    }
+    out
+}
+
+pub fn destinations(statuses: &[DestinationStatus], enc: &mut DescriptorEncoder) -> fmt::Result {
+    let sides = sides(statuses);
+    let per_side = |f: fn(&SideStatus) -> u64| sides.iter().map(move |(l, s)| (l.clone(), f(s)));
+    let gauges = [
+        (
+            "limiter_destination_active_connections",
+            "Established connections now.",
+            per_side(|s| s.active),
+        ),
+        (
+            "limiter_destination_pending_connections",
+            "Handshakes holding a reserved slot now.",
+            per_side(|s| s.pending),
+        ),
+    ];
+    for (name, help, samples) in gauges {
+        family(
+            enc,
+            name,
+            help,
+            None,
+            samples.map(|(l, v)| (l, ConstGauge::new(v as i64))),
+        )?;
+    }
+    let counters = [
+        (
+            "limiter_destination_opened",
+            "Connections that became established.",
+            per_side(|s| s.opened_total),
+        ),
+        (
+            "limiter_destination_closed",
+            "Counted connections that closed.",
+            per_side(|s| s.closed_total),
+        ),
+        (
+            "limiter_destination_accepted",
+            "New connections admitted by a decision.",
+            per_side(|s| s.accepted_total),
+        ),
+        (
+            "limiter_destination_cx_overflow",
+            "Connections refused because max_connections was reached (Envoy's upstream_cx_overflow).",
+            per_side(|s| s.cx_overflow_total),
+        ),
+    ];
+    for (name, help, samples) in counters {
+        family(
+            enc,
+            name,
+            help,
+            None,
+            samples.map(|(l, v)| (l, ConstCounter::new(v))),
+        )?;
+    }
+    let lifetimes = sides
+        .iter()
+        .map(|(l, s)| (l.clone(), ConstCounter::new(s.lifetime_seconds_total)));
+    family(
+        enc,
+        "limiter_destination_connection_lifetime",
+        "Sum of the lifetimes of closed connections.",
+        Some(&Unit::Seconds),
+        lifetimes,
+    )?;
+    let refused = sides.iter().flat_map(|(labels, s)| {
+        s.refused.iter().flat_map(move |(reason, actions)| {
+            actions.iter().map(move |(action, n)| {
+                let mut labels = labels.clone();
+                labels.push(("reason", (*reason).into()));
+                labels.push(("action", (*action).into()));
+                (labels, ConstCounter::new(*n))
+            })
+        })
+    });
+    family(
+        enc,
+        "limiter_destination_refused",
+        "Refused connections by reason (limit, rate, per_source, shed, table_full) and action \
+         (reject, drop, dry_run: would have been refused).",
+        None,
+        refused,
+    )?;
+    let limits = statuses.iter().filter_map(|d| {
+        let max = d.rule.as_ref()?.max_connections?;
+        Some((
+            vec![("destination", d.destination.clone())],
+            ConstGauge::new(i64::from(max)),
+        ))
+    });
+    family(
+        enc,
+        "limiter_destination_max_connections",
+        "The rule's max_connections, per side.",
+        None,
+        limits,
+    )
+}

@@ -1,0 +1,112 @@
+//! What `limiter list`, `apply` and `reload` print.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::model::RuleSpec;
+use crate::output::{NO_RULES, lower, opt, render, rule_summary, table};
+
+/// An entry of `list`: the rule's fields, its source, the config rule it overrides.
+#[derive(Debug, Deserialize)]
+struct ListedView {
+    #[serde(flatten)]
+    rule: RuleSpec,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    config_rule: Option<RuleSpec>,
+}
+
+/// `limiter list` as a table.
+pub fn list_table(doc: &Value) -> anyhow::Result<String> {
+    let rules = Vec::<ListedView>::deserialize(doc)?;
+    if rules.is_empty() {
+        return Ok(NO_RULES.into());
+    }
+    let header = [
+        "DESTINATION",
+        "MAX CONNECTIONS",
+        "MODE",
+        "SIDE",
+        "SYN RATE",
+        "SYN BURST",
+        "PER SOURCE",
+        "DRY RUN",
+        "SOURCE",
+    ];
+    let mut t = table(&header, usize::MAX);
+    for ListedView {
+        rule: r,
+        source,
+        config_rule,
+    } in &rules
+    {
+        let mut source = source.clone().unwrap_or_else(|| "-".into());
+        if config_rule.is_some() {
+            source += " (overrides config)";
+        }
+        t.add_row(vec![
+            r.destination.to_string(),
+            opt(r.max_connections),
+            lower(r.mode),
+            lower(r.side),
+            opt(r.syn_rate),
+            opt(r.syn_burst.or(r.syn_rate)),
+            opt(r.per_source),
+            if r.dry_run { "yes" } else { "no" }.into(),
+            source,
+        ]);
+    }
+    Ok(render(&t))
+}
+
+/// Lines under the `list` table naming the config rules deleted at runtime (`daemon.
+/// runtime_deletions` of `status`), or nothing.
+pub fn runtime_deletions_note(deletions: &Value) -> String {
+    let rules = Vec::<RuleSpec>::deserialize(deletions).unwrap_or_default();
+    let mut note = String::new();
+    for r in rules {
+        note += &format!(
+            "\n{}: config rule ({}) deleted at runtime; `limiter revert {}` restores it",
+            r.destination,
+            rule_summary(&r),
+            r.destination
+        );
+    }
+    note
+}
+
+/// What an answer of `apply` says: `2 changed, 1 unchanged`.
+pub fn apply_summary(answer: &Value) -> anyhow::Result<String> {
+    let applied = answer["applied"].as_array().map(Vec::len);
+    let unchanged = answer["unchanged"].as_u64();
+    match (applied, unchanged) {
+        (Some(applied), Some(unchanged)) => Ok(format!("{applied} changed, {unchanged} unchanged")),
+        _ => anyhow::bail!("no counts in {answer}"),
+    }
+}
+
+/// What an answer of `reload` says, on one line, with a second one if the [daemon] settings
+/// changed.
+pub fn reload_summary(answer: &Value) -> anyhow::Result<String> {
+    let config = answer["config"].as_str().unwrap_or("the config");
+    let deleted = answer["deleted"].as_array().map_or(0, Vec::len);
+    let mut s = format!(
+        "reloaded {config}: {}, {deleted} deleted",
+        apply_summary(answer)?
+    );
+    let overridden: Vec<&str> = answer["overridden"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !overridden.is_empty() {
+        s += &format!(
+            "; runtime changes keep precedence for {}",
+            overridden.join(", ")
+        );
+    }
+    if answer["daemon_settings_changed"].as_bool() == Some(true) {
+        s += "\nnote: the [daemon] settings changed; they take effect at the next start";
+    }
+    Ok(s)
+}

@@ -1,0 +1,315 @@
+//! The daemon's rules: two layers (see [`crate::layers`]: the config's and the runtime's, kept
+//! in the state file, [`crate::state`]), and every change made through them all or nothing.
+//!
+//! Every operation computes the new layers, the rules they put in force, the difference with
+//! the kernel's, and makes it through [`crate::txn`]; then it writes the state file. If any step
+//! fails, the kernel and the layers are left as they were. A mutex serialises the operations,
+//! so `set`, `apply` and a reload never interleave.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+pub use crate::layers::{Listed, Source};
+
+use crate::config::{Config, ConfigError, DaemonSection};
+use crate::dest::Dest;
+use crate::layers::{Layers, by_dest};
+use crate::model::{Dataplane, RuleSpec};
+use crate::state::{self, RuntimeState};
+use crate::txn::{self, CommitError};
+use crate::validate::RuleError;
+
+/// What an operation changed in the kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// Destinations whose rule was created or replaced.
+    pub applied: Vec<Dest>,
+    /// Destinations whose rule was removed.
+    pub deleted: Vec<Dest>,
+    /// Rules already in force as wanted.
+    pub unchanged: usize,
+}
+
+/// Why an operation was refused; in every case nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    #[error(transparent)]
+    InvalidRule(#[from] RuleError),
+    #[error("{what}")]
+    InvalidInList {
+        what: String,
+        #[source]
+        source: RuleError,
+    },
+    #[error("two rules for {0}; keep one rule per destination")]
+    Duplicate(Dest),
+    #[error("no rule for {0}")]
+    NoRule(Dest),
+    #[error(
+        "{0} has no runtime change to revert: its rule comes from the config (change it there and run `limiter reload`)"
+    )]
+    RevertConfigRule(Dest),
+    #[error("no config file to reload: the daemon was started without --config")]
+    NoConfig,
+    #[error("{}; the running rules are unchanged", chain(.0))]
+    Config(ConfigError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("{message}; the change was undone")]
+    Persist { message: String },
+}
+
+/// The result of a reload.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reloaded {
+    pub config: PathBuf,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Config destinations where a runtime rule or deletion keeps precedence.
+    pub overridden: Vec<Dest>,
+    /// `[daemon]` settings differ from those the daemon started with (they apply at restart).
+    pub daemon_settings_changed: bool,
+}
+
+/// Reload counts, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReloadStats {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub last_failed: bool,
+}
+
+struct Inner {
+    layers: Layers,
+    config_daemon: DaemonSection,
+    reloads: ReloadStats,
+}
+
+pub struct RuleBook {
+    dp: Arc<dyn Dataplane>,
+    inner: Mutex<Inner>,
+    config_file: Option<PathBuf>,
+    state_file: Option<PathBuf>,
+}
+
+impl RuleBook {
+    /// Puts the start's rules in force: the config's, then the state file's runtime layer on
+    /// top. Rules found in the kernel that neither names were set at runtime by a previous
+    /// daemon: they are kept, as runtime rules, and written to the state file.
+    pub fn start(
+        dp: Arc<dyn Dataplane>,
+        config_file: Option<PathBuf>,
+        config: Config,
+        state_file: Option<PathBuf>,
+        saved: RuntimeState,
+    ) -> Result<(RuleBook, Outcome), BookError> {
+        let book = RuleBook {
+            dp,
+            inner: Mutex::new(Inner {
+                layers: Layers {
+                    config: BTreeMap::new(),
+                    runtime: saved.clone(),
+                },
+                config_daemon: config.daemon,
+                reloads: ReloadStats::default(),
+            }),
+            config_file,
+            state_file,
+        };
+        let mut new = Layers {
+            config: by_dest(config.rules),
+            runtime: saved,
+        };
+        new.adopt(txn::current(&*book.dp));
+        new.prune();
+        let outcome = book.commit(&mut book.lock(), new)?;
+        Ok((book, outcome))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn dataplane(&self) -> &Arc<dyn Dataplane> {
+        &self.dp
+    }
+
+    pub fn config_file(&self) -> Option<&PathBuf> {
+        self.config_file.as_ref()
+    }
+
+    pub fn state_file(&self) -> Option<&PathBuf> {
+        self.state_file.as_ref()
+    }
+
+    /// `limiter set`: a runtime rule for the destination.
+    pub fn set(&self, rule: RuleSpec) -> Result<Outcome, BookError> {
+        self.apply(vec![rule])
+    }
+
+    /// `limiter apply`: every rule valid and distinct, then all become runtime rules, or none.
+    pub fn apply(&self, rules: Vec<RuleSpec>) -> Result<Outcome, BookError> {
+        check(&rules)?;
+        let mut inner = self.lock();
+        let mut new = inner.layers.clone();
+        for rule in rules {
+            new.runtime.deleted.remove(&rule.destination);
+            new.runtime.rules.insert(rule.destination.clone(), rule);
+        }
+        self.commit(&mut inner, new)
+    }
+
+    /// `limiter delete`: no rule for the destination, persistently (a config rule is recorded
+    /// as deleted at runtime). Returns whether a config rule is now kept off.
+    pub fn delete(&self, dest: &Dest) -> Result<bool, BookError> {
+        let mut inner = self.lock();
+        if !inner.layers.effective().contains_key(dest) {
+            return Err(BookError::NoRule(dest.clone()));
+        }
+        let mut new = inner.layers.clone();
+        new.runtime.rules.remove(dest);
+        let config_kept_off = new.config.contains_key(dest);
+        if config_kept_off {
+            new.runtime.deleted.insert(dest.clone());
+        }
+        self.commit(&mut inner, new)?;
+        Ok(config_kept_off)
+    }
+
+    /// `limiter revert`: forgets the runtime change of the destination; the config's rule (or
+    /// none) is in force again. Returns that rule.
+    pub fn revert(&self, dest: &Dest) -> Result<Option<RuleSpec>, BookError> {
+        let mut inner = self.lock();
+        let layers = &inner.layers;
+        if !layers.runtime.rules.contains_key(dest) && !layers.runtime.deleted.contains(dest) {
+            return Err(match layers.config.contains_key(dest) {
+                true => BookError::RevertConfigRule(dest.clone()),
+                false => BookError::NoRule(dest.clone()),
+            });
+        }
+        let mut new = layers.clone();
+        new.runtime.rules.remove(dest);
+        new.runtime.deleted.remove(dest);
+        let now = new.config.get(dest).cloned();
+        self.commit(&mut inner, new)?;
+        Ok(now)
+    }
+
+    /// `limiter reload` and SIGHUP: reads the config file again; an invalid file changes
+    /// nothing. Config rules are applied except where the runtime layer holds the destination;
+    /// config rules gone from the file are deleted (unless the runtime layer holds them).
+    pub fn reload(&self) -> Result<Reloaded, BookError> {
+        let path = self.config_file.clone().ok_or(BookError::NoConfig)?;
+        let mut inner = self.lock();
+        let result = Config::load(&path)
+            .map_err(BookError::Config)
+            .and_then(|config| {
+                let mut new = inner.layers.clone();
+                new.config = by_dest(config.rules);
+                new.prune();
+                let overridden = new.overridden();
+                let outcome = self.commit(&mut inner, new)?;
+                Ok(Reloaded {
+                    config: path.clone(),
+                    outcome,
+                    overridden,
+                    daemon_settings_changed: config.daemon != inner.config_daemon,
+                })
+            });
+        let stats = &mut inner.reloads;
+        stats.last_failed = result.is_err();
+        match result {
+            Ok(_) => stats.succeeded += 1,
+            Err(_) => stats.failed += 1,
+        }
+        result
+    }
+
+    /// The rules in force with their source, sorted by destination.
+    pub fn list(&self) -> Vec<Listed> {
+        self.lock().layers.annotate(self.dp.rules())
+    }
+
+    /// Sources by destination (for `status` and the metrics).
+    pub fn sources(&self) -> BTreeMap<Dest, Source> {
+        self.list()
+            .into_iter()
+            .map(|l| (l.rule.destination, l.source))
+            .collect()
+    }
+
+    /// Config rules deleted at runtime, with the config's rule each keeps off.
+    pub fn runtime_deletions(&self) -> Vec<RuleSpec> {
+        self.lock().layers.deletions()
+    }
+
+    pub fn reload_stats(&self) -> ReloadStats {
+        self.lock().reloads
+    }
+
+    /// Puts `new` in force, writes its runtime layer if it changed, and adopts it; on any
+    /// failure the kernel and the layers are as before.
+    fn commit(&self, inner: &mut Inner, new: Layers) -> Result<Outcome, BookError> {
+        let current = txn::current(&*self.dp);
+        let desired = new.effective();
+        let changes = txn::plan(&current, &desired);
+        let unchanged = desired.len() - changes.iter().filter(|c| c.after.is_some()).count();
+        let done = txn::execute(&*self.dp, changes)?;
+        if new.runtime != inner.layers.runtime
+            && let Some(path) = &self.state_file
+            && let Err(e) = state::save(path, &new.runtime)
+        {
+            let failures = txn::rollback(&*self.dp, &done);
+            let mut message = format!("{:#}", anyhow::Error::from(e));
+            if !failures.is_empty() {
+                message += &format!(" (and undoing failed: {})", failures.join("; "));
+            }
+            return Err(BookError::Persist { message });
+        }
+        inner.layers = new;
+        let (applied, deleted) = done
+            .into_iter()
+            .partition::<Vec<_>, _>(|c| c.after.is_some());
+        Ok(Outcome {
+            applied: applied.into_iter().map(|c| c.dest).collect(),
+            deleted: deleted.into_iter().map(|c| c.dest).collect(),
+            unchanged,
+        })
+    }
+}
+
+/// An error and its sources on one line, as `{:#}` of anyhow shows them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text += &format!(": {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// Every rule valid, no destination twice.
+fn check(rules: &[RuleSpec]) -> Result<(), BookError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, rule) in rules.iter().enumerate() {
+        crate::validate::validate(rule).map_err(|source| match rules.len() {
+            1 => BookError::InvalidRule(source),
+            _ => BookError::InvalidInList {
+                what: format!("rule {} ({})", i + 1, rule.destination),
+                source,
+            },
+        })?;
+        if !seen.insert(&rule.destination) {
+            return Err(BookError::Duplicate(rule.destination.clone()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "rulebook_tests.rs"]
+mod tests;

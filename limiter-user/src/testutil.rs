@@ -1,0 +1,94 @@
+//! Test doubles shared by the unit tests: an in-memory dataplane and a temporary folder.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::bail;
+
+use crate::dest::Dest;
+use crate::model::{Dataplane, DestinationStatus, RuleSpec, SideStatus};
+use crate::rulebook::RuleBook;
+
+/// Rules in a map; `fail_apply` makes every apply fail as a kernel error would, `fail_dest`
+/// only the applies of one destination.
+#[derive(Default)]
+pub struct MemoryDataplane {
+    pub rules: Mutex<BTreeMap<Dest, RuleSpec>>,
+    pub fail_apply: AtomicBool,
+    pub fail_dest: Mutex<Option<Dest>>,
+}
+
+impl MemoryDataplane {
+    /// A dataplane that already holds `rules`, as pinned maps would.
+    pub fn with(rules: &[RuleSpec]) -> Self {
+        let dp = Self::default();
+        for r in rules {
+            dp.apply_rule(r).unwrap();
+        }
+        dp
+    }
+}
+
+/// A rule book over `dp` with no config and no state file.
+pub fn book(dp: Arc<MemoryDataplane>) -> Arc<RuleBook> {
+    let config = crate::config::Config::default();
+    let (book, _) = RuleBook::start(dp, None, config, None, Default::default()).unwrap();
+    Arc::new(book)
+}
+
+impl Dataplane for MemoryDataplane {
+    fn apply_rule(&self, rule: &RuleSpec) -> anyhow::Result<()> {
+        let failing = self.fail_dest.lock().unwrap().as_ref() == Some(&rule.destination);
+        if self.fail_apply.load(Ordering::SeqCst) || failing {
+            bail!("rules map is full");
+        }
+        self.rules
+            .lock()
+            .unwrap()
+            .insert(rule.destination.clone(), rule.clone());
+        Ok(())
+    }
+    fn delete_rule(&self, dest: &Dest) -> anyhow::Result<bool> {
+        Ok(self.rules.lock().unwrap().remove(dest).is_some())
+    }
+    fn status(&self) -> anyhow::Result<Vec<DestinationStatus>> {
+        let rules = self.rules.lock().unwrap();
+        Ok(rules
+            .values()
+            .map(|r| DestinationStatus {
+                destination: r.destination.to_string(),
+                inbound: SideStatus::default(),
+                outbound: SideStatus {
+                    active: 1,
+                    ..Default::default()
+                },
+                rule: Some(r.clone()),
+            })
+            .collect())
+    }
+    fn rules(&self) -> Vec<RuleSpec> {
+        self.rules.lock().unwrap().values().cloned().collect()
+    }
+}
+
+/// A fresh folder under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("limiter-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
