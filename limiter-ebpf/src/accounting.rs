@@ -15,7 +15,8 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_get_netns_cookie},
     programs::SockOpsContext,
 };
-use limiter_common::{CONN_CLOSED, FlowKey, pending_flags, phase, side};
+use aya_log_ebpf::warn;
+use limiter_common::{CONN_CLOSED, ConnRecord, FlowKey, pending_flags, phase, side};
 
 use core::ptr::addr_of;
 
@@ -91,9 +92,22 @@ fn enable_close_callback(ctx: &SockOpsContext) {
     let _ = ctx.set_cb_flags(flags as i32);
 }
 
+/// The socket's record, or a warning (a rare event: the kernel could not allocate socket
+/// storage, so this connection goes uncounted; it never leaks a slot).
+#[inline(always)]
+fn record_or_warn(ctx: &SockOpsContext, s: &Sock) -> Result<&'static mut ConnRecord, ()> {
+    conn::record(s.sk, true).ok_or_else(|| {
+        warn!(
+            ctx,
+            "limiter: no socket storage for a connection on local port {}: it is not counted",
+            s.local_port
+        );
+    })
+}
+
 fn passive_established(ctx: &SockOpsContext) -> Result<(), ()> {
     let s = read(ctx);
-    let rec = conn::record(s.sk, true).ok_or(())?;
+    let rec = record_or_warn(ctx, &s)?;
     enable_close_callback(ctx);
     rec.side = side::INBOUND;
     rec.dest = addr::dest(s.local, s.local_port);
@@ -185,7 +199,7 @@ fn connecting(ctx: &SockOpsContext) -> Result<(), ()> {
 
 fn active_established(ctx: &SockOpsContext) -> Result<(), ()> {
     let s = read(ctx);
-    let rec = conn::record(s.sk, true).ok_or(())?;
+    let rec = record_or_warn(ctx, &s)?;
     enable_close_callback(ctx);
     rec.side = side::OUTBOUND;
     rec.dest = addr::dest(s.remote, s.remote_port);

@@ -50,6 +50,29 @@ pub struct EbpfDataplane {
     pin_dir: PathBuf,
 }
 
+/// Drains aya-log records on a thread of their own, for as long as the process lives.
+fn spawn_kernel_log<T: log::Log + Send + 'static>(
+    mut logger: aya_log::EbpfLogger<T>,
+) -> anyhow::Result<()> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    std::thread::Builder::new()
+        .name("limiter-kernel-log".into())
+        .spawn(move || {
+            loop {
+                let fd = logger.as_fd().as_raw_fd();
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; -1 waits until records arrive.
+                unsafe { libc::poll(&mut pfd, 1, -1) };
+                logger.flush();
+            }
+        })?;
+    Ok(())
+}
+
 fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &str,
@@ -128,10 +151,10 @@ impl EbpfDataplane {
                     maps_dir.display()
                 )
             })?;
-        if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
-            // The programs log nothing per packet; no logger is not an error.
-            tracing::debug!(error = %e, "no aya-log records");
-        }
+        // Rare kernel events (never per packet) come as aya-log records, through the `log`
+        // crate into tracing.
+        let kernel_log = aya_log::EbpfLogger::init(&mut ebpf).context("read aya-log records")?;
+        spawn_kernel_log(kernel_log)?;
         sys::write_u32_array(&maps_dir.join("LAYOUT"), 0, MAP_LAYOUT_VERSION)
             .context("record the map layout version")?;
         programs::load_all(&mut ebpf)?;
