@@ -146,6 +146,35 @@ fn skb(ctx: &SkBuffContext) -> *mut __sk_buff {
     ctx.as_ptr() as *mut __sk_buff
 }
 
+/// Where the TCP header of an IPv6 packet starts, past up to four extension headers
+/// (hop-by-hop, routing, destination options, fragment); None if it is not TCP. Without the
+/// walk, a SYN carrying a hop-by-hop header would pass undecided.
+#[inline(always)]
+fn ipv6_tcp_offset(ctx: &SkBuffContext) -> Option<usize> {
+    const HOPOPTS: u8 = 0;
+    const ROUTING: u8 = 43;
+    const FRAGMENT: u8 = 44;
+    const DSTOPTS: u8 = 60;
+    let mut next: u8 = ctx.load(6).ok()?;
+    let mut offset = 40usize;
+    for _ in 0..4 {
+        match next {
+            IPPROTO_TCP => return Some(offset),
+            HOPOPTS | ROUTING | DSTOPTS => {
+                let len: u8 = ctx.load(offset + 1).ok()?;
+                next = ctx.load(offset).ok()?;
+                offset += (usize::from(len) + 1) * 8;
+            }
+            FRAGMENT => {
+                next = ctx.load(offset).ok()?;
+                offset += 8;
+            }
+            _ => return None,
+        }
+    }
+    (next == IPPROTO_TCP).then_some(offset)
+}
+
 /// Reads the TCP flow and flags of an ingress packet (data starts at the network header).
 #[inline(always)]
 fn parse(ctx: &SkBuffContext) -> Option<(FlowKey, u8)> {
@@ -164,13 +193,9 @@ fn parse(ctx: &SkBuffContext) -> Option<(FlowKey, u8)> {
             usize::from(vihl & 0x0f) * 4,
         )
     } else if proto == ETH_P_IPV6 {
-        // Extension headers before TCP are rare on a SYN; such packets pass undecided.
-        if ctx.load::<u8>(6).ok()? != IPPROTO_TCP {
-            return None;
-        }
         let s: [u8; 16] = ctx.load(8).ok()?;
         let d: [u8; 16] = ctx.load(24).ok()?;
-        (s, d, 40)
+        (s, d, ipv6_tcp_offset(ctx)?)
     } else {
         return None;
     };
