@@ -55,21 +55,33 @@ pub enum Request {
 }
 
 /// The daemon's answer: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
+    /// Pre-serialized: a large answer (`status` of many destinations) is written straight from
+    /// its structs, never built as a `Value` tree.
+    pub data: Option<Box<serde_json::value::RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+impl PartialEq for Response {
+    fn eq(&self, other: &Self) -> bool {
+        let raw = |r: &Self| r.data.as_ref().map(|d| d.get().to_string());
+        self.ok == other.ok && self.error == other.error && raw(self) == raw(other)
+    }
+}
+
 impl Response {
-    pub fn ok(data: serde_json::Value) -> Self {
-        Self {
-            ok: true,
-            data: Some(data),
-            error: None,
+    pub fn ok(data: impl Serialize) -> Self {
+        match serde_json::value::to_raw_value(&data) {
+            Ok(raw) => Self {
+                ok: true,
+                data: Some(raw),
+                error: None,
+            },
+            Err(e) => Self::error(format!("cannot encode the answer: {e}")),
         }
     }
 
@@ -84,7 +96,10 @@ impl Response {
     /// The data of a successful answer, or the daemon's error message as an error.
     pub fn into_result(self) -> anyhow::Result<serde_json::Value> {
         match (self.ok, self.error) {
-            (true, _) => Ok(self.data.unwrap_or(serde_json::Value::Null)),
+            (true, _) => match self.data {
+                Some(raw) => Ok(serde_json::from_str(raw.get())?),
+                None => Ok(serde_json::Value::Null),
+            },
             (false, Some(error)) => Err(anyhow::anyhow!(error)),
             (false, None) => Err(anyhow::anyhow!(
                 "the daemon refused the request without a reason"

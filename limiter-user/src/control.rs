@@ -163,6 +163,9 @@ async fn serve_connection(
     if let Err(e) = written.await.map_err(std::io::Error::from).and_then(|r| r) {
         debug!("cannot answer a control client: {e}");
     }
+    drop(line);
+    // The answer may have been large (`status` of many destinations): give it back.
+    crate::memory::release_to_os();
 }
 
 /// Reads one request line of at most [`MAX_REQUEST_BYTES`], or says why not.

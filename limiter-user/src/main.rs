@@ -10,6 +10,7 @@ mod dest;
 mod event_stream;
 mod handler;
 mod layers;
+mod memory;
 mod metrics;
 mod metrics_dest;
 mod metrics_http;

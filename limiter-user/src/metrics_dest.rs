@@ -91,13 +91,11 @@ pub fn destinations(statuses: &[DestinationStatus], enc: &mut DescriptorEncoder)
         lifetimes,
     )?;
     let refused = sides.iter().flat_map(|(labels, s)| {
-        s.refused.iter().flat_map(move |(reason, actions)| {
-            actions.iter().map(move |(action, n)| {
-                let mut labels = labels.clone();
-                labels.push(("reason", (*reason).into()));
-                labels.push(("action", (*action).into()));
-                (labels, ConstCounter::new(*n))
-            })
+        s.refused.iter().map(move |(reason, action, n)| {
+            let mut labels = labels.clone();
+            labels.push(("reason", reason.into()));
+            labels.push(("action", action.into()));
+            (labels, ConstCounter::new(n))
         })
     });
     family(

@@ -115,7 +115,12 @@ pub async fn route(method: &Method, path: &str, metrics: Arc<Metrics>) -> Respon
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    match tokio::task::spawn_blocking(move || metrics.render()).await {
+    let rendered = tokio::task::spawn_blocking(move || {
+        let text = metrics.render();
+        crate::memory::release_to_os();
+        text
+    });
+    match rendered.await {
         Ok(Ok(text)) => {
             let mut r = Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(

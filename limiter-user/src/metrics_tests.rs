@@ -63,8 +63,8 @@ fn every_family_is_named_typed_and_labelled() {
 
 #[test]
 fn refusals_carry_reason_action_and_side() {
-    let mut refused = crate::model::RefusedCounts::new();
-    refused.entry("rate").or_default().insert("drop", 4);
+    let mut refused = crate::model::RefusedCounts::default();
+    refused.0[limiter_common::reason::RATE][limiter_common::action::DROP] = 4;
     let statuses = [crate::model::DestinationStatus {
         destination: "[fd00::2]:80".into(),
         inbound: crate::model::SideStatus {
@@ -73,6 +73,7 @@ fn refusals_carry_reason_action_and_side() {
         },
         outbound: Default::default(),
         rule: None,
+        source: None,
     }];
     let mut text = String::new();
     let mut registry = Registry::default();

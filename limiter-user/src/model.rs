@@ -4,6 +4,7 @@
 //! names of their JSON forms are a documented, stable interface (docs/cli.md): add fields, never
 //! rename or remove them.
 
+use limiter_common::{action, reason};
 use serde::{Deserialize, Serialize};
 
 use crate::dest::Dest;
@@ -59,9 +60,49 @@ pub struct RuleSpec {
     pub dry_run: bool,
 }
 
-/// Refusals of one side, by reason then action: `refused.limit.reject`.
-pub type RefusedCounts =
-    std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, u64>>;
+/// Refusals of one side, by reason then action, serialized as
+/// `{"limit": {"reject": N, "drop": N, "dry_run": N}, "rate": {...}, ...}` (`refused.limit.reject`).
+/// A fixed array rather than nested maps: `status` of ten thousand destinations must not build
+/// ten thousand small trees.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefusedCounts(pub [[u64; action::COUNT]; reason::COUNT]);
+
+impl RefusedCounts {
+    /// Every (reason, action, count), zeros included, in the documented order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+        reason::NAMES
+            .iter()
+            .enumerate()
+            .flat_map(move |(r, reason)| {
+                action::NAMES
+                    .iter()
+                    .enumerate()
+                    .map(move |(a, action)| (*reason, *action, self.0[r][a]))
+            })
+    }
+}
+
+impl Serialize for RefusedCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        struct ByAction<'a>(&'a [u64; action::COUNT]);
+        impl Serialize for ByAction<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap as _;
+                let mut m = s.serialize_map(Some(action::COUNT))?;
+                for (name, n) in action::NAMES.iter().zip(self.0) {
+                    m.serialize_entry(name, n)?;
+                }
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(reason::COUNT))?;
+        for (name, by_action) in reason::NAMES.iter().zip(&self.0) {
+            m.serialize_entry(name, &ByAction(by_action))?;
+        }
+        m.end()
+    }
+}
 
 /// Counters of one side of a destination.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -89,6 +130,9 @@ pub struct DestinationStatus {
     pub inbound: SideStatus,
     pub outbound: SideStatus,
     pub rule: Option<RuleSpec>,
+    /// Where the rule comes from (`config` or `runtime`), filled in by the daemon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'static str>,
 }
 
 /// What the daemon needs from the kernel side. Implemented by `dataplane::Ebpf`.

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use comfy_table::{CellAlignment, Table, presets};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::model::{DestinationStatus, RuleSpec};
+use crate::model::RuleSpec;
 pub use crate::output_list::{apply_summary, list_table, reload_summary, runtime_deletions_note};
 
 /// `-o json|table`.
@@ -24,8 +24,9 @@ pub enum Format {
 }
 
 /// The document of `limiter status -o json`.
-pub fn status_document(destinations: &[DestinationStatus], daemon: Value) -> Value {
-    json!({ "destinations": destinations, "daemon": daemon })
+#[cfg(test)]
+pub fn status_document(destinations: &[crate::model::DestinationStatus], daemon: Value) -> Value {
+    serde_json::json!({ "destinations": destinations, "daemon": daemon })
 }
 
 /// One-line summary of a rule, as in the RULE column: `max 5 reject both, rate 100/s`.

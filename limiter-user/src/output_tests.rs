@@ -1,13 +1,14 @@
 use super::*;
-use crate::model::{Mode, SideStatus};
+use crate::model::{DestinationStatus, Mode, SideStatus};
+use serde_json::json;
 
 fn rule() -> RuleSpec {
     serde_json::from_value(json!({"destination": "10.0.0.2:8080", "max_connections": 5})).unwrap()
 }
 
 fn status() -> DestinationStatus {
-    let mut refused = crate::model::RefusedCounts::new();
-    refused.entry("limit").or_default().insert("reject", 4);
+    let mut refused = crate::model::RefusedCounts::default();
+    refused.0[limiter_common::reason::LIMIT][limiter_common::action::REJECT] = 4;
     DestinationStatus {
         destination: "10.0.0.2:8080".into(),
         inbound: SideStatus {
@@ -25,6 +26,7 @@ fn status() -> DestinationStatus {
             ..Default::default()
         },
         rule: Some(rule()),
+        source: None,
     }
 }
 
@@ -54,7 +56,12 @@ fn status_json_has_the_documented_fields() {
     assert_eq!(d["inbound"]["active"], 3);
     assert_eq!(d["inbound"]["opened_total"], 10);
     assert_eq!(d["inbound"]["closed_total"], 7);
-    assert_eq!(d["inbound"]["refused"], json!({"limit": {"reject": 4}}));
+    assert_eq!(d["inbound"]["refused"]["limit"]["reject"], 4);
+    // Every reason and action is present, zeros included: scripts can index without checks.
+    assert_eq!(
+        d["inbound"]["refused"]["rate"],
+        json!({"reject": 0, "drop": 0, "dry_run": 0})
+    );
     assert_eq!(
         d["rule"],
         json!({"destination": "10.0.0.2:8080", "max_connections": 5, "mode": "reject", "side": "both"})

@@ -65,6 +65,7 @@ impl Dataplane for MemoryDataplane {
                     ..Default::default()
                 },
                 rule: Some(r.clone()),
+                source: None,
             })
             .collect())
     }

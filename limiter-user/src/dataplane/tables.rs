@@ -29,6 +29,27 @@ pub struct Tables {
     seed: Array<MapData, SeedRequest>,
 }
 
+/// Runs a map update, retrying a transient ENOMEM. Maps that are not preallocated take their
+/// elements from per-CPU caches that the kernel refills asynchronously (irq_work); a burst of
+/// inserts from userspace (an `apply` of thousands of rules) can drain a cache and get ENOMEM
+/// although memory is plentiful. A real shortage still fails after about 100 ms.
+fn with_retry<T>(
+    mut update: impl FnMut() -> Result<T, aya::maps::MapError>,
+) -> Result<T, aya::maps::MapError> {
+    let mut attempt = 0;
+    loop {
+        match update() {
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOMEM) && attempt < 100 =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &str,
@@ -114,11 +135,10 @@ impl Tables {
     /// Creates the counters of a new rule (zeroed).
     pub fn create_counters(&mut self, id: u64) -> anyhow::Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(msg, e)| anyhow!("{msg}: {e}"))?;
-        let zeros = PerCpuValues::try_from(vec![RuleStats::default(); cpus.get() as usize])?;
-        self.stats
-            .insert(&id, zeros, 0)
+        let zeros = || PerCpuValues::try_from(vec![RuleStats::default(); cpus.get() as usize]);
+        with_retry(|| self.stats.insert(&id, zeros()?, 0))
             .context("create rule counters (RULE_STATS full?)")?;
-        if let Err(e) = self.state.insert(&id, &RuleState::default(), 0) {
+        if let Err(e) = with_retry(|| self.state.insert(&id, &RuleState::default(), 0)) {
             let _ = self.stats.remove(&id);
             return Err(e).context("create rule slots (RULE_STATE full?)");
         }
@@ -133,8 +153,8 @@ impl Tables {
     /// Publishes or atomically replaces the rule of `dest`.
     pub fn publish(&mut self, dest: &Dest, cfg: &RuleConfig) -> anyhow::Result<()> {
         let (prefix, data) = dest.lpm_key();
-        self.rules
-            .insert(&Key::new(prefix, data), cfg, 0)
+        let key = Key::new(prefix, data);
+        with_retry(|| self.rules.insert(&key, cfg, 0))
             .with_context(|| format!("publish the rule for {dest} (rules map full?)"))
     }
 
@@ -172,6 +192,7 @@ impl Tables {
             inbound: side_status(&state.inbound, &stats.inbound, epoch),
             outbound: side_status(&state.outbound, &stats.outbound, epoch),
             rule: Some(rule.clone()),
+            source: None,
         })
     }
 }
@@ -189,15 +210,7 @@ fn add(total: &mut SideStats, cpu: &SideStats) {
 }
 
 fn side_status(slots: &SideSlots, stats: &SideStats, epoch: u64) -> SideStatus {
-    let mut refused = BTreeMap::new();
-    for (r, name) in reason::NAMES.iter().enumerate() {
-        let by_action = action::NAMES
-            .iter()
-            .enumerate()
-            .map(|(a, an)| (*an, stats.refused[r][a]))
-            .collect();
-        refused.insert(*name, by_action);
-    }
+    let refused = crate::model::RefusedCounts(stats.refused);
     let limit = &stats.refused[reason::LIMIT];
     SideStatus {
         active: slots.established,
