@@ -177,6 +177,46 @@ ensure_bpf_linker() {
   fi
 }
 
+# ---- kubernetes-validate ----------------------------------------------------------------------
+
+# Offline schema checks of deploy/kubernetes (scripts/validate-manifests.sh). 1.37.0 ships the
+# schemas of Kubernetes 1.25 to 1.37.
+KUBERNETES_VALIDATE_MIN=1.37.0
+
+kubernetes_validate_ok() {
+  local v
+  v=$(kubernetes-validate --version 2>/dev/null) || return 1
+  [[ $(printf '%s\n%s\n' "$KUBERNETES_VALIDATE_MIN" "$v" | sort -V | head -n1) == "$KUBERNETES_VALIDATE_MIN" ]]
+}
+
+pip_install() {
+  local extra=()
+  # Debian's own python3 refuses pip installs (PEP 668: EXTERNALLY-MANAGED) unless told; a
+  # pyenv or venv python has no such marker.
+  if python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+    extra=(--break-system-packages)
+  fi
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    "${extra[@]}" "$@"
+}
+
+ensure_kubernetes_validate() {
+  if kubernetes_validate_ok; then
+    say "kubernetes-validate $(kubernetes-validate --version) ok"
+    return
+  fi
+  command -v python3 >/dev/null || die "python3 not found (kubernetes-validate is a Python tool)"
+  act "pip install kubernetes-validate>=$KUBERNETES_VALIDATE_MIN" \
+    pip_install "kubernetes-validate>=$KUBERNETES_VALIDATE_MIN" \
+    || die "python3 -m pip install kubernetes-validate>=$KUBERNETES_VALIDATE_MIN"
+  if ((!CHECK_ONLY)); then
+    hash -r
+    kubernetes_validate_ok \
+      || die "kubernetes-validate not usable after pip install (is pip's script folder on PATH?)"
+  fi
+}
+
 # ---- main -------------------------------------------------------------------------------------
 
 main() {
@@ -193,6 +233,7 @@ main() {
   ensure_apt_packages
   ensure_toolchain
   ensure_bpf_linker
+  ensure_kubernetes_validate
 
   if ((CHECK_ONLY)); then
     ((${#PENDING[@]} == 0)) || {
