@@ -4,7 +4,7 @@
 //! EVENTS_PER_SECOND_PER_CPU. What it suppresses, and what a full ring buffer loses because the
 //! reader fell behind, is counted in EVENT_STATS, never dropped silently.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_ns};
 use limiter_common::{DestAddr, EVENTS_PER_SECOND_PER_CPU, Event};
 
 use crate::maps::{EVENT_STATS, EVENTS};
@@ -48,7 +48,10 @@ pub fn refused(
         action: action as u8,
         _pad: [0; 3],
     };
-    if EVENTS.output(&event, 0).is_ok() {
+    // No wakeup: waking the reader from inside a refused connect() made the caller pay for a
+    // context switch (refusals measured 2.5 µs without, up to 16 µs with). The daemon drains
+    // the ring every 200 ms instead.
+    if EVENTS.output(&event, u64::from(BPF_RB_NO_WAKEUP)).is_ok() {
         stats.emitted += 1;
     } else {
         stats.lost += 1;

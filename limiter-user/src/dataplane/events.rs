@@ -1,6 +1,7 @@
 //! Refusal events from the kernel's EVENTS ring buffer, for `limiter events`.
 //!
-//! A thread drains the ring buffer (waking on its fd, or every 200 ms to notice shutdown) into
+//! A thread drains the ring buffer every 200 ms (the kernel writes without waking it, so a
+//! refusal never pays for waking the daemon) into
 //! a broadcast channel for followers and a short history for `limiter events` without
 //! `--follow`. The kernel rate-limits and counts what it could not emit (EVENT_STATS); a
 //! follower that falls behind the channel is told how many events it missed.
