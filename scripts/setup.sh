@@ -11,7 +11,8 @@ COMPONENTS=(rust-src clippy rustfmt)
 BPF_LINKER_VERSION=0.13.0
 BPF_LLVM_PREFIX=$HOME/.local/bpf-llvm
 APT_PACKAGES=(build-essential pkg-config iproute2 iptables nftables hping3 bpftool conntrack
-  ncat socat tcpdump jq python3-pip ca-certificates curl)
+  ncat socat tcpdump jq python3-pip ca-certificates curl
+  fonts-dejavu-core) # the benchmark plots' font
 
 CHECK_ONLY=0
 PENDING=() # what --check found missing

@@ -1,5 +1,7 @@
 //! limiter's project tasks, usually run through `./x` (which installs the toolchain first):
 //! `cargo xtask test` runs every test, `cargo xtask lint` every check CI makes.
+mod bench;
+
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use std::{
@@ -21,6 +23,9 @@ enum Task {
     Test(TestArgs),
     /// rustfmt --check, and clippy -D warnings for the host crates and for the eBPF crate.
     Lint,
+    /// limiter against iptables, nftables and no limiter, measured side by side (root):
+    /// writes docs/benchmarks.md and its plots.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Test(args) => test(&args),
         Task::Lint => lint(),
+        Task::Bench(args) => bench::run(&args),
     };
     // Printed by hand: returning the error would add a backtrace whenever RUST_BACKTRACE is set,
     // burying the one line that says which step failed.

@@ -1,0 +1,155 @@
+//! Scenario 3: what a limit that is not exceeded costs the connections it lets through.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+
+use super::net::{self, Pace, Probe};
+use super::plot::{Kind, Plot};
+use super::report::{Section, Table, Target};
+use super::world::{CLIENT, Contender, SERVER, World, addr};
+use super::{Carry, Plan, stats};
+
+/// A limit no run comes near.
+const LIMIT: u32 = 100_000;
+const MEASURED: [Contender; 7] = [
+    Contender::None,
+    Contender::Unruled,
+    Contender::Client,
+    Contender::ServerReject,
+    Contender::ServerDrop,
+    Contender::Iptables,
+    Contender::Nftables,
+];
+
+#[derive(Default)]
+struct Runs {
+    probe: Probe,
+    rates: Vec<f64>,
+}
+
+pub fn run(w: &mut World, plan: &Plan, _: &mut Carry) -> Result<Section> {
+    let dest = addr(SERVER, 8300);
+    let _server = w.pod(SERVER).hold_server(dest);
+    let pace = |count| Pace {
+        count,
+        budget: Duration::from_secs(30),
+        timeout: Duration::from_secs(1),
+        gap: Duration::ZERO,
+    };
+    let mut runs: BTreeMap<usize, Runs> = BTreeMap::new();
+    for rep in 0..plan.accepted_reps {
+        for c in Contender::order(rep, &MEASURED) {
+            let p = w.with_limits(c, &[(dest, LIMIT)], |w| {
+                let client = w.pod(CLIENT).ns();
+                net::probe(client, dest, pace(50)); // warm-up
+                Ok(net::probe(client, dest, pace(plan.accepted)))
+            })?;
+            ensure!(
+                p.ok.len() == p.attempts(),
+                "{}: {} of {} connects under the limit failed: {:?}",
+                c.short(),
+                p.attempts() - p.ok.len(),
+                p.attempts(),
+                p.other.first()
+            );
+            let r = runs.entry(c as usize).or_default();
+            r.rates.extend(p.rate());
+            r.probe.merge(p);
+        }
+    }
+    Ok(section(plan, &runs))
+}
+
+fn section(plan: &Plan, runs: &BTreeMap<usize, Runs>) -> Section {
+    let mut s = Section::new("");
+    s.intro.push(format!(
+        "Every contender limits the destination to {LIMIT} connections, a limit never reached; \
+         the client pod opens and closes {} connections one after the other ({} repetitions, \
+         alternating, after 50 warm-up connects). Latency is connect() alone; connections/s \
+         counts connect and close, one at a time (median over repetitions).",
+        plan.accepted, plan.accepted_reps
+    ));
+    let get = |c: Contender| runs.get(&(c as usize));
+    let p50 = |c| get(c).and_then(|r| stats::median(&r.probe.ok));
+    let rate = |c| get(c).and_then(|r| stats::median(&r.rates));
+    let (base, base_rate) = (p50(Contender::None), rate(Contender::None));
+    let (ipt, ipt_rate) = (p50(Contender::Iptables), rate(Contender::Iptables));
+    let mut t = Table::new(&[
+        "contender",
+        "connects",
+        "p50",
+        "p99",
+        "p50 ÷ no limiter",
+        "p50 ÷ iptables",
+        "connections/s",
+        "rate ÷ no limiter",
+        "rate ÷ iptables",
+    ]);
+    let mut series = vec![("p50".to_string(), vec![]), ("p99".to_string(), vec![])];
+    let mut verdicts = Vec::new();
+    for c in MEASURED {
+        let ok = get(c).map_or(&[][..], |r| &r.probe.ok[..]);
+        let (m, p99, r) = (stats::median(ok), stats::pct(ok, 99.0), rate(c));
+        series[0].1.push(m);
+        series[1].1.push(p99);
+        t.row(vec![
+            c.label().into(),
+            ok.len().to_string(),
+            s.value(m, c.short(), stats::fmt_us),
+            stats::fmt_us(p99),
+            stats::ratio(m, base),
+            stats::ratio(m, ipt),
+            s.value(r, &format!("{} rate", c.short()), |v| stats::num(v, 0)),
+            stats::ratio(r, base_rate),
+            stats::ratio(r, ipt_rate),
+        ]);
+        if c.is_limiter() && c != Contender::Unruled {
+            let lat = stats::ratio_value(m, base);
+            let thr = stats::ratio_value(r, base_rate);
+            let pct =
+                |x: Option<f64>| x.map_or("—".into(), |x| format!("{:+.1}%", (x - 1.0) * 100.0));
+            verdicts.push((
+                format!("{}: p50 {}, rate {}", c.short(), pct(lat), pct(thr)),
+                lat.zip(thr).map(|(l, r)| l <= 1.05 && r >= 0.95),
+            ));
+        }
+    }
+    s.tables.push(t);
+    s.notes.push(
+        "*limiter attached, no rule for this destination*: the daemon runs with no rule at \
+         all; its programs still run on this connection (connect4, sock_ops, cgroup_skb, \
+         sk_lookup), which is what every connection on a node with limiter pays."
+            .into(),
+    );
+    s.notes.push(
+        "Differences of a few percent are within the run-to-run spread of this machine: compare \
+         the p50 ratios with how much the no-limiter rows of other scenarios move."
+            .into(),
+    );
+    let met = verdicts
+        .iter()
+        .map(|(_, m)| *m)
+        .try_fold(true, |all, m| m.map(|m| all && m));
+    s.targets.push(Target::new(
+        "accepted-connection overhead within 5% of no limiter (connect p50 and connections/s)",
+        verdicts
+            .iter()
+            .map(|(v, _)| v.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        met,
+    ));
+    s.plots.push(Plot {
+        file: "accepted.png".into(),
+        title: "connect() of an accepted connection, limit not exceeded".into(),
+        y_label: "µs (log scale)".into(),
+        log_y: true,
+        kind: Kind::Bars {
+            categories: MEASURED.iter().map(|c| c.short().to_string()).collect(),
+            series,
+        },
+    });
+    s
+}
