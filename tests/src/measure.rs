@@ -74,6 +74,30 @@ pub fn percentile(values: &[Duration], p: usize) -> Option<Duration> {
     sorted.get(rank - 1).copied()
 }
 
+/// How long a refusal in reject mode may take at most (the enforcement issue's bound).
+pub const REJECT_LATENCY: Duration = Duration::from_millis(50);
+
+/// Asserts that exactly `ok` attempts connected and every other one was refused at once with
+/// ECONNREFUSED (within [`REJECT_LATENCY`]); prints the summary under `label`.
+#[track_caller]
+pub fn expect_exactly(label: &str, attempts: &[ConnectAttempt], ok: usize) -> Outcomes {
+    let o = Outcomes::of(attempts);
+    println!("{label}: {}", o.summary());
+    assert_eq!(o.ok.len(), ok, "{label}: {}", o.summary());
+    assert_eq!(
+        o.refused.len(),
+        attempts.len() - ok,
+        "{label}: {}",
+        o.summary()
+    );
+    let slowest = o.refused.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < REJECT_LATENCY,
+        "{label}: a refusal took {slowest:?}"
+    );
+    o
+}
+
 /// Runs `work` on the calling thread while another thread evaluates `sample` every `every`
 /// (also once before and once after `work`). Returns what `work` returned, the largest sample
 /// and the number of samples taken.

@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use limiter_integration_tests::status::{counter, refused};
 use limiter_integration_tests::traffic::ConnectAttempt;
 use limiter_integration_tests::{
-    Daemon, Outcomes, Pod, Testbed, peak_while, require_root, wait_until,
+    Daemon, Outcomes, Pod, Testbed, expect_exactly, peak_while, require_root, wait_until,
 };
 
 const PORT: u16 = 8080;
 const TIMEOUT: Duration = Duration::from_secs(5);
-const REJECT_LATENCY: Duration = Duration::from_millis(50);
 const WAIT: Duration = Duration::from_secs(5);
 
 fn set(daemon: &Daemon, dest: SocketAddr, args: &[&str]) {
@@ -36,26 +35,6 @@ fn connect_from(pods: &[&Pod], dest: SocketAddr, n: usize) -> Vec<ConnectAttempt
             .flat_map(|r| r.join().expect("client thread panicked"))
             .collect()
     })
-}
-
-/// Exactly `ok` connected and every other attempt was refused at once with ECONNREFUSED.
-#[track_caller]
-fn expect_exactly(label: &str, attempts: &[ConnectAttempt], ok: usize) -> Outcomes {
-    let o = Outcomes::of(attempts);
-    println!("{label}: {}", o.summary());
-    assert_eq!(o.ok.len(), ok, "{label}: {}", o.summary());
-    assert_eq!(
-        o.refused.len(),
-        attempts.len() - ok,
-        "{label}: {}",
-        o.summary()
-    );
-    let slowest = o.refused.iter().max().copied().unwrap_or_default();
-    assert!(
-        slowest < REJECT_LATENCY,
-        "{label}: a refusal took {slowest:?}"
-    );
-    o
 }
 
 /// 300 simultaneous connects from 3 client pods against a server-side limit: never more than
