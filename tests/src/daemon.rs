@@ -162,15 +162,20 @@ impl Daemon {
         }
     }
 
+    /// `limiter set DEST ARGS...`, which must succeed, e.g.
+    /// `daemon.set(dest, &["--max-connections", "5", "--side", "server"])`.
+    #[track_caller]
+    pub fn set(&self, dest: impl ToString, args: &[&str]) {
+        let dest = dest.to_string();
+        let mut full = vec!["set", dest.as_str()];
+        full.extend_from_slice(args);
+        self.cli_ok(&full);
+    }
+
     /// `limiter set DEST --max-connections N`.
     #[track_caller]
     pub fn set_rule(&self, dest: SocketAddr, max_connections: u32) {
-        self.cli_ok(&[
-            "set",
-            &dest.to_string(),
-            "--max-connections",
-            &max_connections.to_string(),
-        ]);
+        self.set(dest, &["--max-connections", &max_connections.to_string()]);
     }
 
     /// `limiter status -o json`.

@@ -249,7 +249,7 @@ fn each_kind_of_invalid_config_is_refused_with_its_place_and_changes_nothing() {
     let good = rules_toml(&[("192.0.2.1:18010", 5), ("192.0.2.2:18011", 6)]);
     let config = write(dir.path(), "limiter.toml", &good);
     let daemon = Daemon::start_with(&["--config", arg(&config)]);
-    daemon.cli_ok(&["set", "192.0.2.3:18012", "--max-connections", "7"]);
+    daemon.set("192.0.2.3:18012", &["--max-connections", "7"]);
     let before = daemon.list_json();
     for (text, want) in bad_rule_files() {
         let file = write(dir.path(), "apply.toml", &text);
@@ -422,7 +422,7 @@ fn reload_and_sighup_apply_the_file_where_no_runtime_change_holds() {
     );
     let config = write(dir.path(), "limiter.toml", &rules_toml(&[(a, 2), (b, 3)]));
     let daemon = Daemon::start_with(&["--config", arg(&config)]);
-    daemon.cli_ok(&["set", a, "--max-connections", "9"]);
+    daemon.set(a, &["--max-connections", "9"]);
 
     std::fs::write(&config, rules_toml(&[(a, 4), (c, 5)])).unwrap();
     let out = daemon.cli_ok(&["reload"]);
@@ -499,8 +499,8 @@ fn a_restarted_daemon_keeps_the_runtime_rules() {
     let args = ["--config", arg(&config), "--state-dir", arg(&state)];
     {
         let daemon = Daemon::start_with(&args);
-        daemon.cli_ok(&["set", &c_s, "--max-connections", "2"]);
-        daemon.cli_ok(&["set", &a_s, "--max-connections", "3"]);
+        daemon.set(&c_s, &["--max-connections", "2"]);
+        daemon.set(&a_s, &["--max-connections", "3"]);
         let out = daemon.cli_ok(&["delete", &b_s]);
         assert_eq!(
             out.trim(),

@@ -17,13 +17,6 @@ const PORT: u16 = 8080;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(5);
 
-fn set(daemon: &Daemon, dest: SocketAddr, args: &[&str]) {
-    let dest = dest.to_string();
-    let mut full = vec!["set", dest.as_str()];
-    full.extend_from_slice(args);
-    daemon.cli_ok(&full);
-}
-
 /// `n` parallel connects from each of `pods`, all at the same time.
 fn connect_from(pods: &[&Pod], dest: SocketAddr, n: usize) -> Vec<ConnectAttempt> {
     std::thread::scope(|scope| {
@@ -46,8 +39,7 @@ fn exact_under_burst(limit: usize) {
     let dest = bed.pod(4).addr_v4(PORT);
     let server = bed.pod(4).hold_server(dest);
     let daemon = Daemon::start();
-    set(
-        &daemon,
+    daemon.set(
         dest,
         &["--max-connections", &limit.to_string(), "--side", "server"],
     );
@@ -136,11 +128,7 @@ fn half_open_handshakes_give_their_slots_back() {
         ],
     );
     let daemon = Daemon::start();
-    set(
-        &daemon,
-        dest,
-        &["--max-connections", "5", "--side", "server"],
-    );
+    daemon.set(dest, &["--max-connections", "5", "--side", "server"]);
 
     let start = Instant::now();
     let hping = flooder
@@ -206,11 +194,7 @@ fn stray_acks_take_no_slot() {
     let dest = bed.pod(3).addr_v4(PORT);
     let server = bed.pod(3).hold_server(dest);
     let daemon = Daemon::start();
-    set(
-        &daemon,
-        dest,
-        &["--max-connections", "5", "--side", "server"],
-    );
+    daemon.set(dest, &["--max-connections", "5", "--side", "server"]);
 
     let ip = dest.ip().to_string();
     let args = [
@@ -258,11 +242,7 @@ fn syn_rate_admits_a_burst_then_the_rate() {
         "--syn-burst",
         "5",
     ];
-    set(
-        &daemon,
-        dest,
-        &[&limits[..], &["--side", "server"]].concat(),
-    );
+    daemon.set(dest, &[&limits[..], &["--side", "server"]].concat());
 
     let start = Instant::now();
     let mut results = Vec::new(); // (offset of the attempt, attempt)
@@ -332,7 +312,7 @@ fn per_source_limit_leaves_room_for_other_sources() {
         "--side",
         "server",
     ];
-    set(&daemon, dest, &args);
+    daemon.set(dest, &args);
 
     let mut a = bed.pod(1).connect_many_timed(dest, 8, TIMEOUT);
     expect_exactly("per-source 3, pod A", &a, 3);

@@ -53,14 +53,7 @@ fn refusals_are_reported_and_followed() {
     let dest = server.addr_v4(8080);
     let _srv = server.hold_server(dest);
     let daemon = Daemon::start();
-    daemon.cli_ok(&[
-        "set",
-        &dest.to_string(),
-        "--max-connections",
-        "2",
-        "--side",
-        "server",
-    ]);
+    daemon.set(dest, &["--max-connections", "2", "--side", "server"]);
     let follower = Follower::start(&daemon);
     std::thread::sleep(Duration::from_millis(300)); // let it subscribe
 
@@ -108,14 +101,7 @@ fn a_flood_of_refusals_is_rate_limited_and_every_refusal_accounted() {
     let dest = server.addr_v4(8080);
     let _srv = server.hold_server(dest);
     let daemon = Daemon::start();
-    daemon.cli_ok(&[
-        "set",
-        &dest.to_string(),
-        "--max-connections",
-        "1",
-        "--side",
-        "server",
-    ]);
+    daemon.set(dest, &["--max-connections", "1", "--side", "server"]);
     let _held = bed.pod(1).connect_all(dest, 1);
 
     let _ = flooder.ns().output(

@@ -46,16 +46,17 @@ fn spoofed_syn_flood_leaves_rules_counts_and_memory_intact() {
     let dest = server.addr_v4(8080);
     let _srv = server.echo_server(dest);
     let daemon = Daemon::start();
-    daemon.cli_ok(&[
-        "set",
-        &dest.to_string(),
-        "--max-connections",
-        "10",
-        "--per-source",
-        "5",
-        "--side",
-        "server",
-    ]);
+    daemon.set(
+        dest,
+        &[
+            "--max-connections",
+            "10",
+            "--per-source",
+            "5",
+            "--side",
+            "server",
+        ],
+    );
     let rules_before = daemon.list_json();
     let mut held = client.connect_all(dest, 3);
     daemon.wait_for_dest(dest, Duration::from_secs(5), "3 established", |d| {

@@ -40,16 +40,17 @@ fn syns_behind_a_hop_by_hop_header_are_limited_in_drop_mode() {
     let dest = server.addr_v6(8080);
     let srv = server.hold_server(dest);
     let daemon = Daemon::start();
-    daemon.cli_ok(&[
-        "set",
-        &dest.to_string(),
-        "--max-connections",
-        "2",
-        "--side",
-        "server",
-        "--mode",
-        "drop",
-    ]);
+    daemon.set(
+        dest,
+        &[
+            "--max-connections",
+            "2",
+            "--side",
+            "server",
+            "--mode",
+            "drop",
+        ],
+    );
 
     let results: Vec<_> = std::thread::scope(|scope| {
         let tries: Vec<_> = (0..4)

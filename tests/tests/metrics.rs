@@ -136,16 +136,11 @@ fn a_scrape_parses_and_matches_status() {
     let (v4, v6) = (bed.pod(2).addr_v4(18100), bed.pod(2).addr_v6(18101));
     let _servers = (bed.pod(2).hold_server(v4), bed.pod(2).hold_server(v6));
     let daemon = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0"]);
-    daemon.cli_ok(&["set", &v4.to_string(), "--max-connections", "3"]);
-    daemon.cli_ok(&[
-        "set",
-        &v6.to_string(),
-        "--max-connections",
-        "1",
-        "--dry-run",
-        "--side",
-        "server",
-    ]);
+    daemon.set(v4, &["--max-connections", "3"]);
+    daemon.set(
+        v6,
+        &["--max-connections", "1", "--dry-run", "--side", "server"],
+    );
     let addr = metrics_addr(&daemon);
 
     // Traffic: 3 held and 2 refused on v4; 2 held on v6, one over its dry-run limit.

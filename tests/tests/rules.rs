@@ -33,14 +33,7 @@ fn ipv6_limit(side: &str, counted: &str) {
     let dest = bed.pod(2).addr_v6(PORT);
     let server = bed.pod(2).hold_server(dest);
     let daemon = Daemon::start();
-    daemon.cli_ok(&[
-        "set",
-        &dest.to_string(),
-        "--max-connections",
-        "5",
-        "--side",
-        side,
-    ]);
+    daemon.set(dest, &["--max-connections", "5", "--side", side]);
 
     let attempts = bed.pod(1).connect_many_timed(dest, 10, TIMEOUT);
     let _conns = expect_exactly_kept(&format!("IPv6 {dest}, {side} side"), attempts, 5);
@@ -94,7 +87,7 @@ fn cidr_rule_shares_its_limit_and_the_most_specific_rule_wins() {
     );
     let (s2, s3) = (bed.pod(2).hold_server(pod2), bed.pod(3).hold_server(pod3));
     let daemon = Daemon::start();
-    daemon.cli_ok(&["set", &cidr, "--max-connections", "4", "--side", "server"]);
+    daemon.set(&cidr, &["--max-connections", "4", "--side", "server"]);
 
     let client = bed.pod(1);
     let attempts: Vec<ConnectAttempt> = std::thread::scope(|scope| {
@@ -134,14 +127,7 @@ fn cidr_rule_shares_its_limit_and_the_most_specific_rule_wins() {
         entry(&daemon, &cidr)
     );
 
-    daemon.cli_ok(&[
-        "set",
-        &pod3.to_string(),
-        "--max-connections",
-        "1",
-        "--side",
-        "server",
-    ]);
+    daemon.set(pod3, &["--max-connections", "1", "--side", "server"]);
     let on3 = expect_exactly_kept(
         &format!("exact rule {pod3} limit 1"),
         client.connect_many_timed(pod3, 5, TIMEOUT),
@@ -194,13 +180,13 @@ fn rule_changes_never_cut_established_connections() {
     let _server = bed.pod(2).echo_server(dest);
     let client = bed.pod(1);
     let daemon = Daemon::start();
-    daemon.cli_ok(&["set", &d, "--max-connections", "10"]);
+    daemon.set(&d, &["--max-connections", "10"]);
 
     let mut conns = client.connect_all(dest, 5);
     daemon.wait_for_active(dest, 5, 5);
     assert_alive(&conns, "under limit 10");
 
-    daemon.cli_ok(&["set", &d, "--max-connections", "2"]);
+    daemon.set(&d, &["--max-connections", "2"]);
     assert_alive(&conns, "after lowering the limit to 2");
     expect_exactly_kept(
         "limit 2 with 5 open",
@@ -213,7 +199,7 @@ fn rule_changes_never_cut_established_connections() {
     conns.extend(client.connect_all(dest, 3));
     assert_alive(&conns, "after delete (5 old, 3 new)");
 
-    daemon.cli_ok(&["set", &d, "--max-connections", "20", "--mode", "drop"]);
+    daemon.set(&d, &["--max-connections", "20", "--mode", "drop"]);
     let rule = &daemon.dest_status(dest)["rule"];
     assert_eq!(rule["mode"], "drop", "{rule}");
     daemon.wait_for_active(dest, 8, 8);
@@ -231,7 +217,7 @@ fn rule_changes_never_cut_established_connections() {
     assert_alive(&conns, "20 open under limit 20, drop mode");
 
     // Lowered below the count: refused until the count falls under the new limit.
-    daemon.cli_ok(&["set", &d, "--max-connections", "2"]);
+    daemon.set(&d, &["--max-connections", "2"]);
     conns.truncate(2);
     daemon.wait_for_active(dest, 2, 2);
     expect_exactly_kept(
@@ -258,13 +244,7 @@ fn dry_run_refuses_nothing_and_counts() {
     let dest = bed.pod(2).addr_v4(PORT);
     let server = bed.pod(2).hold_server(dest);
     let daemon = Daemon::start();
-    daemon.cli_ok(&[
-        "set",
-        &dest.to_string(),
-        "--max-connections",
-        "2",
-        "--dry-run",
-    ]);
+    daemon.set(dest, &["--max-connections", "2", "--dry-run"]);
 
     let attempts = bed.pod(1).connect_many_timed(dest, 5, TIMEOUT);
     let _conns = expect_exactly_kept("dry-run, limit 2", attempts, 5);

@@ -60,10 +60,9 @@ impl Cluster {
     }
 
     fn set(&self, dest: impl ToString, args: &[&str]) {
-        let dest = dest.to_string();
-        let mut full = vec!["set", &dest, "--max-connections", "5"];
+        let mut full = vec!["--max-connections", "5"];
         full.extend_from_slice(args);
-        self.daemon.cli_ok(&full);
+        self.daemon.set(dest.to_string(), &full);
     }
 
     /// Every client pod makes `PER_CLIENT` parallel connects to the VIP, all at the same time.

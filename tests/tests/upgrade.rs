@@ -18,14 +18,10 @@ fn program_swap_on_restart_never_exceeds_the_limit() {
     let dest = server_pod.addr_v4(8080);
     let server = server_pod.hold_server(dest);
     let mut daemon = Daemon::start();
-    daemon.cli_ok(&[
-        "set",
-        &dest.to_string(),
-        "--max-connections",
-        &LIMIT.to_string(),
-        "--side",
-        "server",
-    ]);
+    daemon.set(
+        dest,
+        &["--max-connections", &LIMIT.to_string(), "--side", "server"],
+    );
 
     let stop = AtomicBool::new(false);
     let ((admitted, refused, rounds), peak, samples) = peak_while(
