@@ -76,8 +76,10 @@ pub fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
         BPF_SOCK_OPS_STATE_CB => {
             // arg 1 is the new state.
             if ctx.arg(1) == BPF_TCP_CLOSE {
-                let s = read(ctx);
-                if let Some(rec) = conn::record(s.sk, false) {
+                // Only the socket is needed here, not the addresses `read` collects.
+                // SAFETY: the uapi's pointer member of the program's context.
+                let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk } as *mut core::ffi::c_void;
+                if let Some(rec) = conn::record(sk, false) {
                     conn::release(rec);
                 }
             }

@@ -102,10 +102,15 @@ fn admit_new_flow(cfg: &RuleConfig, flow: &FlowKey, refuse_action: usize, confir
 
 pub fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
     let l = ctx.lookup;
+    // sk_lookup also runs for every UDP datagram that finds no connected socket: check the
+    // protocol before reading anything else.
+    // SAFETY: a field of the program's context.
+    if unsafe { ctx_u32(addr_of!((*l).protocol)) } != u32::from(IPPROTO_TCP) {
+        return SK_PASS;
+    }
     // SAFETY: field addresses of the program's context, each read once.
-    let (family, protocol, flow) = unsafe {
+    let flow = unsafe {
         let family = ctx_u32(addr_of!((*l).family));
-        let protocol = ctx_u32(addr_of!((*l).protocol));
         let (remote_ip4, local_ip4) = (
             ctx_u32(addr_of!((*l).remote_ip4)),
             ctx_u32(addr_of!((*l).local_ip4)),
@@ -115,18 +120,13 @@ pub fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
         // remote_port is a __be16 followed by padding; local_port is host order.
         let remote_port = ctx_u32(addr_of!((*l).remote_port) as *const u32) as u16;
         let local_port = ctx_u32(addr_of!((*l).local_port));
-        let flow = FlowKey {
+        FlowKey {
             saddr: addr::from_ctx(family, remote_ip4, remote_ip6),
             daddr: addr::from_ctx(family, local_ip4, local_ip6),
             sport: u16::from_be(remote_port),
             dport: local_port as u16,
-        };
-        (family, protocol, flow)
+        }
     };
-    let _ = family;
-    if protocol != u32::from(IPPROTO_TCP) {
-        return SK_PASS;
-    }
     let Some(cfg) = server_rule(&flow) else {
         return SK_PASS;
     };
