@@ -32,8 +32,10 @@ pub fn run(w: &mut World, plan: &Plan, _: &mut Carry) -> Result<Section> {
                     .connect_many_timed(dest, 1, Duration::from_secs(2));
                 ensure!(
                     held[0].result.is_ok(),
-                    "{}: the first connection failed",
-                    c.short()
+                    "{}: the first connection failed after {:?}: {:?}",
+                    c.short(),
+                    held[0].elapsed,
+                    held[0].result.as_ref().err()
                 );
                 let p = if c == Contender::ServerDrop {
                     let pace = Pace {
