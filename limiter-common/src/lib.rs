@@ -92,6 +92,9 @@ pub mod rule_flags {
     pub const SIDE_CLIENT: u32 = 1 << 2;
     /// Decide and count as if enforcing, but let every connection through.
     pub const DRY_RUN: u32 = 1 << 3;
+    /// The daemon's overload check may set a dynamic limit on this rule (the SHED map), so every
+    /// new connection is decided even when no static limit is set.
+    pub const ADAPTIVE: u32 = 1 << 4;
 }
 
 /// A rule as the kernel sees it: the value of the rules LPM trie, keyed by destination.
@@ -171,6 +174,30 @@ pub const fn pack_pending(epoch: u64, count: u64) -> u64 {
 pub struct RuleState {
     pub inbound: SideSlots,
     pub outbound: SideSlots,
+}
+
+/// How long a shed limit written by the daemon stays in force without a refresh. The daemon
+/// rewrites it every sampling tick (250 ms), so four ticks may be missed (a slow tick, a
+/// restart) before the kernel stops shedding by itself: a dead daemon never leaves a service
+/// shed for longer than this.
+pub const SHED_TTL_NS: u64 = 1_000_000_000;
+
+/// A dynamic limit set by the overload check (the SHED map, keyed by [`RuleConfig::id`]): while
+/// `now < expires_ns`, a new connection on `side` is refused with reason `shed` when the side's
+/// slots already hold `limit`. Existing connections are never touched.
+///
+/// A separate map rather than a field of [`RuleConfig`]: the daemon rewrites it four times a
+/// second, and the rule itself (and its LPM node) stays untouched by that churn.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShedLimit {
+    /// bpf_ktime_get_ns (CLOCK_MONOTONIC) after which the limit is void.
+    pub expires_ns: u64,
+    /// Most connections (established plus handshakes in flight) while shedding; at least 1.
+    pub limit: u32,
+    /// [`side`] the limit applies to: the side the overload check measures.
+    pub side: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Why a new connection was refused.
@@ -395,6 +422,7 @@ mod pod {
     unsafe impl aya::Pod for SourceKey {}
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for EventStats {}
+    unsafe impl aya::Pod for ShedLimit {}
 }
 
 #[cfg(test)]
@@ -438,5 +466,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<Event>(), 56);
         assert_eq!(core::mem::size_of::<FlowKey>(), 36);
         assert_eq!(core::mem::size_of::<SeedRequest>(), 40);
+        assert_eq!(core::mem::size_of::<ShedLimit>(), 16);
     }
 }

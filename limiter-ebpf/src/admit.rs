@@ -1,10 +1,12 @@
 //! The admission decision for a new connection (a SYN, or a connect()), shared by every hook.
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use limiter_common::{CONN_F_PER_SOURCE, RuleConfig, SideSlots, SourceKey, reason, side};
+use limiter_common::{
+    CONN_F_PER_SOURCE, RuleConfig, SideSlots, SourceKey, reason, rule_flags, side,
+};
 
 use crate::{
-    maps::SOURCES,
+    maps::{SHED, SOURCES},
     rules,
     slots::{give_back, mark_pending, rate_admit, reclaim, take},
 };
@@ -20,7 +22,35 @@ pub enum Decision {
 /// True if the rule limits anything that an admission decision checks.
 #[inline(always)]
 pub fn limits_anything(cfg: &RuleConfig) -> bool {
-    cfg.max_connections != 0 || cfg.syn_rate != 0 || cfg.per_source != 0
+    cfg.max_connections != 0
+        || cfg.syn_rate != 0
+        || cfg.per_source != 0
+        || cfg.flags & rule_flags::ADAPTIVE != 0
+}
+
+/// The overload check's limit on `which` side of the rule, if one is in force at `now_ns`
+/// (0 = none). An entry the daemon stopped refreshing is void once it expires.
+#[inline(always)]
+fn shed_limit(cfg: &RuleConfig, which: u8, now_ns: u64) -> u32 {
+    if cfg.flags & rule_flags::ADAPTIVE == 0 {
+        return 0;
+    }
+    // SAFETY: a plain read of a map value that only userspace writes (whole-value updates).
+    match unsafe { SHED.get(&cfg.id) } {
+        Some(s) if s.side == which && now_ns < s.expires_ns => s.limit,
+        _ => 0,
+    }
+}
+
+/// The tighter of a static limit and a shed limit (0 = unlimited), and whether the shed limit
+/// is the binding one (so a refusal is counted as `shed`, not `limit`).
+#[inline(always)]
+fn effective_limit(static_limit: u32, shed: u32) -> (u32, bool) {
+    if shed != 0 && (static_limit == 0 || shed < static_limit) {
+        (shed, true)
+    } else {
+        (static_limit, false)
+    }
 }
 
 /// The per-source slots of `source` for a rule, created on first use.
@@ -70,10 +100,17 @@ pub fn decide(cfg: &RuleConfig, which: u8, entity: &[u8; 16], now_ns: u64, epoch
     } else {
         (cfg.max_connections, 0, reason::LIMIT)
     };
+    // The overload check's limit counts the whole side (every client pod together), like a
+    // static server-side limit.
+    let (rule_limit, shedding) = effective_limit(rule_limit, shed_limit(cfg, which, now_ns));
     // The rule's own slot first: a flood at a full rule is refused here without creating a
     // per-source entry, so it cannot churn the per-source table and evict real callers.
     if !take(slots, rule_limit) {
-        return Decision::Refuse(reason::LIMIT);
+        return Decision::Refuse(if shedding {
+            reason::SHED
+        } else {
+            reason::LIMIT
+        });
     }
     let mut per_source: Option<*mut SideSlots> = None;
     if entity_limit != 0 {

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use limiter_common::{
     ConnRecord, DestAddr, EVENTS_RING_BYTES, EventStats, FlowKey, Pending, RuleConfig, RuleState,
-    RuleStats, SeedRequest, SideSlots, SourceKey, capacity,
+    RuleStats, SeedRequest, ShedLimit, SideSlots, SourceKey, capacity,
 };
 
 /// Hash maps whose elements the kernel changes in place must not be preallocated: a
@@ -28,6 +28,11 @@ pub static RULE_STATE: HashMap<u64, RuleState> = HashMap::pinned(capacity::RULES
 #[map(name = "RULE_STATS")]
 pub static RULE_STATS: PerCpuHashMap<u64, RuleStats> =
     PerCpuHashMap::pinned(capacity::RULES, NO_PREALLOC);
+
+/// Dynamic limits of the overload check by rule id, written by the daemon with an expiry. The
+/// kernel only reads them; a missing or expired entry means no shedding.
+#[map(name = "SHED")]
+pub static SHED: HashMap<u64, ShedLimit> = HashMap::pinned(capacity::RULES, NO_PREALLOC);
 
 /// Handshake reservations by flow (server side).
 #[map(name = "PENDING")]
