@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::adaptive::SystemRule;
 use crate::dest::Dest;
 use crate::model::RuleSpec;
 
@@ -51,6 +52,15 @@ pub enum Request {
     Events {
         #[serde(default)]
         follow: bool,
+    },
+    /// The node-wide system rule. `rule` set: makes it the runtime system rule (persisted, over
+    /// the config's `[system]`); `clear`: removes the runtime one. Answers with
+    /// `{"system": RULE|null, "source": "config"|"runtime"|null, "node": {...}}`.
+    System {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<SystemRule>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        clear: bool,
     },
 }
 

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::adaptive::{Adaptive, Fraction, Span, SystemRule};
 use crate::dest::Dest;
-use crate::model::{Mode, RuleSpec, Side};
+use crate::model::{Criticality, Mode, RuleSpec, Side};
 use crate::output::Format;
 use crate::paths;
 use crate::settings::{MetricsAddr, SocketGroup, StateDir};
@@ -112,6 +113,15 @@ Example: limiter revert 10.96.12.34:8080"
     )]
     Revert(DeleteArgs),
 
+    /// Show or change the node-wide system rule (overload protection of the whole node).
+    #[command(
+        subcommand,
+        long_about = "The node-wide system rule, after Sentinel's: when the node's 1-minute load or its CPU is above the rule's bound, every --adaptive destination sheds, and the node's connections are shared by --priority (sheddable destinations lose first, critical-plus last, each class keeps a minimum share). A rule set here overrides the config file's [system] and is kept in the state file across restarts until `limiter system delete`.
+
+Example: limiter system set --max-load1 8 --max-cpu 0.9"
+    )]
+    System(SystemCommand),
+
     /// Show refusal events (destination, source, reason, action, time) reported by the kernel.
     ///
     /// Without --follow: the latest events the daemon kept (up to 1024). With --follow: stream
@@ -197,9 +207,9 @@ pub struct SetArgs {
     pub destination: Dest,
 
     /// Most established connections at any instant, per side (Istio's maxConnections):
-    /// an integer >= 1, e.g. 100.
-    #[arg(long, value_name = "N")]
-    pub max_connections: u32,
+    /// an integer >= 1, e.g. 100. [required unless --adaptive]
+    #[arg(long, value_name = "N", required_unless_present = "adaptive")]
+    pub max_connections: Option<u32>,
 
     /// What happens to a connection over the limit: reject (refused at once) or drop (the SYN
     /// is discarded and the caller retries), e.g. --mode drop.
@@ -229,19 +239,92 @@ pub struct SetArgs {
     /// and let them through.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Shed new connections while the workload is saturated (BBR-style overload check: its
+    /// CPU above --cpu-threshold and more connections established than maxPass x minRt).
+    /// Existing connections are never touched. See docs/overload.md.
+    #[arg(long, help_heading = "Overload protection")]
+    pub adaptive: bool,
+
+    /// Filtered CPU of the workload, as a fraction of what it may use (its cgroup quota),
+    /// above which --adaptive sheds, e.g. 0.8. [default: 0.8]
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        requires = "adaptive",
+        help_heading = "Overload protection"
+    )]
+    pub cpu_threshold: Option<Fraction>,
+
+    /// Window of completed connections that maxPass and minRt come from, e.g. 10s.
+    /// [default: 10s]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        requires = "adaptive",
+        help_heading = "Overload protection"
+    )]
+    pub window: Option<Span>,
+
+    /// Buckets in the window (2-1000), e.g. 100. [default: 100]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "adaptive",
+        help_heading = "Overload protection"
+    )]
+    pub buckets: Option<u32>,
+
+    /// How long shedding stays armed after the CPU was last above the threshold, e.g. 1s.
+    /// [default: 1s]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        requires = "adaptive",
+        help_heading = "Overload protection"
+    )]
+    pub cooldown: Option<Span>,
+
+    /// The workload's cgroup as /proc/PID/cgroup prints it, e.g. /kubepods/burstable/pod12.
+    /// [default: the cgroup of the process listening on DEST on this node, else the node]
+    #[arg(
+        long,
+        value_name = "CGROUP",
+        requires = "adaptive",
+        help_heading = "Overload protection"
+    )]
+    pub workload_cgroup: Option<String>,
+
+    /// Criticality under node-wide overload (`limiter system set`): sheddable destinations
+    /// are shed first, critical-plus last; each keeps a minimum share. [default: critical]
+    #[arg(long, value_name = "CLASS", value_parser = parse_priority, help_heading = "Overload protection")]
+    pub priority: Option<Criticality>,
+}
+
+fn parse_priority(s: &str) -> Result<Criticality, String> {
+    s.parse()
+        .map_err(|e: limiter_overload::priority::ParseCriticalityError| e.to_string())
 }
 
 impl SetArgs {
     pub fn to_rule(&self) -> RuleSpec {
         RuleSpec {
             destination: self.destination.clone(),
-            max_connections: Some(self.max_connections),
+            max_connections: self.max_connections,
             mode: self.mode,
             side: self.side,
             syn_rate: self.syn_rate,
             syn_burst: self.syn_burst,
             per_source: self.per_source,
             dry_run: self.dry_run,
+            adaptive: self.adaptive.then(|| Adaptive {
+                cpu_threshold: self.cpu_threshold,
+                window: self.window,
+                buckets: self.buckets,
+                cooldown: self.cooldown,
+                workload_cgroup: self.workload_cgroup.clone(),
+            }),
+            priority: self.priority,
         }
     }
 }
@@ -276,6 +359,39 @@ pub struct EventsArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Set the runtime system rule (at least one bound).
+    Set(SystemSetArgs),
+    /// Show the system rule in force, its source and the node's signals.
+    Get(OutputArgs),
+    /// Remove the runtime system rule; the config's [system], if any, applies again.
+    Delete,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct SystemSetArgs {
+    /// 1-minute load average above which the node is overloaded, e.g. 8 (Sentinel's
+    /// highestSystemLoad; about the number of CPUs is a common choice).
+    #[arg(long = "max-load1", value_name = "LOAD")]
+    pub max_load1: Option<f64>,
+
+    /// Node CPU, as a fraction of all CPUs (filtered), above which the node is overloaded,
+    /// e.g. 0.9.
+    #[arg(long = "max-cpu", value_name = "FRACTION")]
+    pub max_cpu: Option<Fraction>,
+}
+
+impl SystemSetArgs {
+    pub fn to_rule(&self) -> SystemRule {
+        SystemRule {
+            max_load1: self.max_load1,
+            max_cpu: self.max_cpu,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use limiter_overload::OverloadConfig;
+
+use crate::adaptive::SystemRule;
 use crate::dest::Dest;
 use crate::model::RuleSpec;
 use crate::settings::{MetricsAddr, SocketGroup, StateDir};
@@ -35,6 +38,10 @@ struct RawConfig {
     #[serde(default)]
     daemon: DaemonSection,
     #[serde(default)]
+    overload: OverloadConfig,
+    #[serde(default)]
+    system: Option<Spanned<SystemRule>>,
+    #[serde(default)]
     rules: Vec<Spanned<RuleSpec>>,
 }
 
@@ -49,9 +56,14 @@ struct RawRules {
 }
 
 /// A parsed and validated config.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
     pub daemon: DaemonSection,
+    /// `[overload]`: sampling, filter and check defaults, node-wide priority shares (read at
+    /// start; a change applies at restart).
+    pub overload: OverloadConfig,
+    /// `[system]`: the node-wide system rule (reloadable).
+    pub system: Option<SystemRule>,
     /// Rules in file order, each valid, no destination twice.
     pub rules: Vec<RuleSpec>,
 }
@@ -105,8 +117,24 @@ impl Config {
                 ),
             ));
         }
+        if let Err(e) = raw.overload.validate() {
+            let place = text.find("[overload").map(|s| s..s + "[overload]".len());
+            return Err(error.at(place, format!("[overload] {e}")));
+        }
+        let system = match raw.system {
+            Some(s) => {
+                let span = s.span();
+                let rule = s.into_inner();
+                rule.validate()
+                    .map_err(|e| error.at(Some(span), format!("[system] {e}")))?;
+                Some(rule)
+            }
+            None => None,
+        };
         Ok(Config {
             daemon: raw.daemon,
+            overload: raw.overload,
+            system,
             rules: checked_rules(&error, raw.rules)?,
         })
     }

@@ -148,6 +148,7 @@ pub(crate) async fn run_with<D: Maintained>(
     } = setup;
     let dp: Arc<dyn Dataplane> = dataplane.clone();
     let state_file = settings.state_file.clone();
+    let overload = Arc::new(crate::overload::Overload::new(config.overload.clone()));
     // Rules were validated with the config and the state file; a failure here is the kernel's,
     // and fatal: a daemon that silently runs without a configured limit leaves a service
     // unprotected. Nothing was changed (all or nothing).
@@ -177,7 +178,14 @@ pub(crate) async fn run_with<D: Maintained>(
             "dataplane": described.describe(),
         })
     };
-    let handler = Arc::new(Handler::new(book.clone(), daemon).with_events(dataplane.event_hub()));
+    overload
+        .spawn(&book)
+        .context("cannot start the overload loop")?;
+    let handler = Arc::new(
+        Handler::new(book.clone(), daemon)
+            .with_events(dataplane.event_hub())
+            .with_overload(overload.clone()),
+    );
     let failures = Arc::new(AtomicU64::new(0));
     let maintenance = tokio::spawn(maintain_forever(dataplane.clone(), failures.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -187,7 +195,7 @@ pub(crate) async fn run_with<D: Maintained>(
             namespaces: described.describe()["namespaces_with_sk_lookup"].as_u64(),
             maintenance_failures: failures.load(Ordering::Relaxed),
         };
-        let metrics = Arc::new(Metrics::new(book.clone(), health));
+        let metrics = Arc::new(Metrics::new(book.clone(), Some(overload.clone()), health));
         let mut stopped = stopped.clone();
         tokio::spawn(crate::metrics_http::serve(listener, metrics, async move {
             let _ = stopped.wait_for(|s| *s).await;

@@ -27,6 +27,15 @@ impl Dataplane for Counting {
     fn rules(&self) -> Vec<RuleSpec> {
         self.inner.rules()
     }
+    fn counters(
+        &self,
+        dest: &crate::dest::Dest,
+    ) -> anyhow::Result<Option<crate::model::DestinationStatus>> {
+        self.inner.counters(dest)
+    }
+    fn set_shed(&self, dest: &crate::dest::Dest, shed: Option<(u8, u32)>) -> anyhow::Result<()> {
+        self.inner.set_shed(dest, shed)
+    }
 }
 
 impl Maintained for Counting {

@@ -20,6 +20,7 @@ pub struct Handler {
     daemon: Box<dyn Fn() -> Value + Send + Sync>,
     /// The refusal events, streamed by the control server itself (not through `handle`).
     events: Option<crate::event_stream::EventHub>,
+    overload: Option<Arc<crate::overload::Overload>>,
 }
 
 impl Handler {
@@ -28,15 +29,31 @@ impl Handler {
     fn status(&self) -> anyhow::Result<Response> {
         let mut statuses = self.book.dataplane().status()?;
         add_sources(&mut statuses, &self.book.sources());
+        if let Some(o) = &self.overload {
+            o.annotate(&mut statuses);
+        }
         #[derive(serde::Serialize)]
         struct Status<'a> {
             destinations: &'a [crate::model::DestinationStatus],
+            node: crate::overload::NodeReport,
             daemon: Value,
         }
         Ok(Response::ok(Status {
             destinations: &statuses,
+            node: self.node(),
             daemon: (self.daemon)(),
         }))
+    }
+
+    /// The node's signals as the overload loop last read them.
+    fn node(&self) -> crate::overload::NodeReport {
+        self.overload.as_ref().map(|o| o.node()).unwrap_or_default()
+    }
+
+    /// Adds the overload loop's figures to `status` and `get`.
+    pub fn with_overload(mut self, overload: Arc<crate::overload::Overload>) -> Self {
+        self.overload = Some(overload);
+        self
     }
 
     pub fn new(book: Arc<RuleBook>, daemon: impl Fn() -> Value + Send + Sync + 'static) -> Self {
@@ -44,6 +61,7 @@ impl Handler {
             book,
             daemon: Box::new(daemon),
             events: None,
+            overload: None,
         }
     }
 
@@ -88,6 +106,9 @@ impl Handler {
                 match found {
                     Some(mut status) => {
                         add_sources(std::slice::from_mut(&mut status), &book.sources());
+                        if let Some(o) = &self.overload {
+                            o.annotate(std::slice::from_mut(&mut status));
+                        }
                         Ok(serde_json::to_value(status)?)
                     }
                     None => bail!("no rule for {destination}"),
@@ -129,6 +150,28 @@ impl Handler {
                 let rule = book.revert(destination)?;
                 info!(%destination, config_rule = rule.is_some(), "runtime change reverted");
                 Ok(json!({ "reverted": destination, "rule": rule }))
+            }
+            Request::System { rule, clear } => {
+                match (rule, clear) {
+                    (Some(_), true) => bail!("a system request either sets a rule or clears it"),
+                    (Some(r), false) => {
+                        r.validate()
+                            .map_err(|e| anyhow::anyhow!("system rule: {e}"))?;
+                        book.set_system(Some(*r))?;
+                        info!(rule = ?r, "system rule set");
+                    }
+                    (None, true) => {
+                        let had = book.set_system(None)?;
+                        info!(had, "runtime system rule deleted");
+                    }
+                    (None, false) => {}
+                }
+                let current = book.system();
+                Ok(json!({
+                    "system": current.map(|(r, _)| r),
+                    "source": current.map(|(_, s)| s.as_str()),
+                    "node": self.node(),
+                }))
             }
             // The control server streams events itself; a caller of `handle` gets this.
             Request::Events { .. } => bail!("events are answered by the control server"),

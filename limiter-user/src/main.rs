@@ -1,5 +1,6 @@
 //! `limiter`: the node daemon and the commands that talk to it.
 
+mod adaptive;
 mod api;
 mod cli;
 mod config;
@@ -9,6 +10,7 @@ mod dataplane;
 mod dest;
 mod event_stream;
 mod handler;
+mod kube;
 mod layers;
 mod memory;
 mod metrics;
@@ -18,6 +20,8 @@ mod model;
 mod node;
 mod output;
 mod output_list;
+mod output_overload;
+mod overload;
 mod paths;
 mod rulebook;
 mod settings;
@@ -43,11 +47,19 @@ use crate::output::Format;
 fn one_line_usage_error(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
     let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines
+    let mut first = lines
         .next()
         .unwrap_or("invalid arguments")
         .trim_start_matches("error: ")
         .to_string();
+    // "the following required arguments were not provided:" lists them on the next lines.
+    if first.ends_with(':') {
+        let listed: Vec<&str> = lines
+            .clone()
+            .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("tip:"))
+            .collect();
+        first = format!("{first} {}", listed.join(", "));
+    }
     match lines.find(|l| l.starts_with("[possible values:")) {
         Some(values) => format!("{first} {values}"),
         None => first,
@@ -215,6 +227,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Events(args) => events(&client_socket(), &args),
+        Command::System(cmd) => {
+            let (request, format) = match cmd {
+                cli::SystemCommand::Set(args) => {
+                    let rule = args.to_rule();
+                    rule.validate().map_err(anyhow::Error::msg)?;
+                    let request = Request::System {
+                        rule: Some(rule),
+                        clear: false,
+                    };
+                    (request, Format::Table)
+                }
+                cli::SystemCommand::Get(args) => (
+                    Request::System {
+                        rule: None,
+                        clear: false,
+                    },
+                    args.output,
+                ),
+                cli::SystemCommand::Delete => (
+                    Request::System {
+                        rule: None,
+                        clear: true,
+                    },
+                    Format::Table,
+                ),
+            };
+            let data = control::request(&client_socket(), &request)?;
+            print_doc(&data, format, output::system_view)
+        }
         Command::Status(args) => {
             let data = control::request(&client_socket(), &Request::Status)?;
             print_doc(&data, args.output, output::status_table)

@@ -35,13 +35,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(book: Arc<RuleBook>, health: impl Fn() -> Health + Send + Sync + 'static) -> Self {
+    pub fn new(
+        book: Arc<RuleBook>,
+        overload: Option<Arc<crate::overload::Overload>>,
+        health: impl Fn() -> Health + Send + Sync + 'static,
+    ) -> Self {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Collected {
             book,
+            overload,
             health: Box::new(health),
             cpu: CpuUsage::default(),
             started,
@@ -58,6 +63,7 @@ impl Metrics {
 }
 
 struct Collected {
+    overload: Option<Arc<crate::overload::Overload>>,
     book: Arc<RuleBook>,
     health: HealthFn,
     cpu: CpuUsage,
@@ -120,8 +126,19 @@ impl Collector for Collected {
                 "metrics: cannot read the counters"
             );
         }
-        let statuses = statuses.unwrap_or_default();
+        let mut statuses = statuses.unwrap_or_default();
+        if let Some(o) = &self.overload {
+            o.annotate(&mut statuses);
+            let overloaded = i64::from(o.node().overloaded);
+            gauge(
+                "limiter_node_overloaded",
+                "1 while the system rule finds the node overloaded (every adaptive destination sheds), else 0.",
+                overloaded,
+                &mut enc,
+            )?;
+        }
         crate::metrics_dest::destinations(&statuses, &mut enc)?;
+        crate::metrics_dest::overload(&statuses, &mut enc)?;
 
         if let Some([one, five, fifteen]) = crate::node::load() {
             gauge(

@@ -121,3 +121,51 @@ pub fn destinations(statuses: &[DestinationStatus], enc: &mut DescriptorEncoder)
         limits,
     )
 }
+
+/// The overload check's state of every `--adaptive` destination.
+pub fn overload(statuses: &[DestinationStatus], enc: &mut DescriptorEncoder) -> fmt::Result {
+    let adaptive: Vec<&DestinationStatus> = statuses
+        .iter()
+        .filter(|d| d.rule.as_ref().is_some_and(|r| r.adaptive.is_some()))
+        .collect();
+    let labels = |d: &DestinationStatus| vec![("destination", d.destination.clone())];
+    family(
+        enc,
+        "limiter_destination_shedding",
+        "1 while the overload check is armed for the destination (new connections over \
+         limiter_destination_shed_limit are refused with reason shed), else 0.",
+        None,
+        adaptive
+            .iter()
+            .map(|d| (labels(d), ConstGauge::new(i64::from(d.overload.shedding)))),
+    )?;
+    let optional = [
+        (
+            "limiter_destination_max_inflight",
+            "maxPass x minRt by Little's law: the connections the destination holds at its best.",
+            (|d: &DestinationStatus| d.overload.max_inflight)
+                as fn(&DestinationStatus) -> Option<u64>,
+        ),
+        (
+            "limiter_destination_shed_limit",
+            "The limit the kernel enforces while shedding.",
+            |d| d.overload.shed_limit,
+        ),
+    ];
+    for (name, help, value) in optional {
+        let samples = adaptive
+            .iter()
+            .filter_map(|d| Some((labels(d), ConstGauge::new(value(d)? as i64))));
+        family(enc, name, help, None, samples)?;
+    }
+    let cpu = adaptive
+        .iter()
+        .filter_map(|d| Some((labels(d), ConstGauge::new(d.overload.cpu?))));
+    family(
+        enc,
+        "limiter_destination_workload_cpu",
+        "Filtered CPU of the destination's workload, as a fraction of what it may use.",
+        Some(&Unit::Ratios),
+        cpu,
+    )
+}

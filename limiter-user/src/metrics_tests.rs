@@ -5,7 +5,7 @@ use crate::model::{DestinationStatus, RuleSpec};
 use crate::testutil::{MemoryDataplane, book};
 
 fn scrape(dp: Arc<MemoryDataplane>) -> String {
-    let metrics = Metrics::new(book(dp), || Health {
+    let metrics = Metrics::new(book(dp), None, || Health {
         namespaces: Some(3),
         maintenance_failures: 2,
     });
@@ -74,6 +74,7 @@ fn refusals_carry_reason_action_and_side() {
         outbound: Default::default(),
         rule: None,
         source: None,
+        overload: Default::default(),
     }];
     let mut text = String::new();
     let mut registry = Registry::default();

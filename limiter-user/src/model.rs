@@ -7,7 +7,9 @@
 use limiter_common::{action, reason};
 use serde::{Deserialize, Serialize};
 
+use crate::adaptive::Adaptive;
 use crate::dest::Dest;
+pub use limiter_overload::Criticality;
 
 /// What happens to a connection over a limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -58,6 +60,12 @@ pub struct RuleSpec {
     /// Count as if enforcing, let everything through.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// Overload protection (`--adaptive`): shed new connections while the workload is saturated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<Adaptive>,
+    /// Criticality under node-wide overload (`--priority`); None = critical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Criticality>,
 }
 
 /// Refusals of one side, by reason then action, serialized as
@@ -123,6 +131,31 @@ pub struct SideStatus {
     pub refused: RefusedCounts,
 }
 
+/// The overload check's figures of a destination (null for a rule without `--adaptive`),
+/// flattened into its `limiter status -o json` object.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OverloadStatus {
+    /// Filtered CPU of the workload, as a fraction of what it may use.
+    pub cpu: Option<f64>,
+    /// Where `cpu` is read from: `cgroup PATH`, `listener pid N cgroup PATH`, or `node`.
+    pub cpu_source: Option<String>,
+    /// Established connections on the measured side.
+    pub inflight: Option<u64>,
+    /// Most connections completed in one bucket of the window.
+    pub max_pass: Option<f64>,
+    /// Least mean lifetime of a bucket's completed connections, ms.
+    pub min_rt_ms: Option<f64>,
+    /// maxPass x minRt x buckets/s / 1000; null while the window has no completed connection.
+    pub max_inflight: Option<u64>,
+    /// The limit the kernel enforces now while shedding (maxInflight, or less under node-wide
+    /// overload by priority).
+    pub shed_limit: Option<u64>,
+    /// The check is armed: new connections over `shed_limit` are refused.
+    pub shedding: bool,
+    /// Refusals for reason `shed`, both sides, every action.
+    pub shed_total: u64,
+}
+
 /// One line of `limiter status`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DestinationStatus {
@@ -133,6 +166,8 @@ pub struct DestinationStatus {
     /// Where the rule comes from (`config` or `runtime`), filled in by the daemon.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<&'static str>,
+    #[serde(flatten)]
+    pub overload: OverloadStatus,
 }
 
 /// What the daemon needs from the kernel side. Implemented by `dataplane::Ebpf`.
@@ -147,4 +182,16 @@ pub trait Dataplane: Send + Sync + 'static {
     fn status(&self) -> anyhow::Result<Vec<DestinationStatus>>;
     /// Every rule in force (the daemon sorts them for display).
     fn rules(&self) -> Vec<RuleSpec>;
+    /// The rules with `--adaptive`, for the overload loop (four times a second).
+    fn adaptive_rules(&self) -> Vec<RuleSpec> {
+        self.rules()
+            .into_iter()
+            .filter(|r| r.adaptive.is_some())
+            .collect()
+    }
+    /// Counters of one destination's rule; None when it has none.
+    fn counters(&self, dest: &Dest) -> anyhow::Result<Option<DestinationStatus>>;
+    /// Sets the overload check's limit of `dest`'s rule on `side` (limiter_common::side) for
+    /// the next `SHED_TTL_NS`, or clears it (None).
+    fn set_shed(&self, dest: &Dest, shed: Option<(u8, u32)>) -> anyhow::Result<()>;
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::model::RuleSpec;
 pub use crate::output_list::{apply_summary, list_table, reload_summary, runtime_deletions_note};
+pub use crate::output_overload::system_view;
 
 /// `-o json|table`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -31,9 +32,10 @@ pub fn status_document(destinations: &[crate::model::DestinationStatus], daemon:
 
 /// One-line summary of a rule, as in the RULE column: `max 5 reject both, rate 100/s`.
 pub fn rule_summary(rule: &RuleSpec) -> String {
-    let mut s = match rule.max_connections {
-        Some(max) => format!("max {max} {} {}", lower(rule.mode), lower(rule.side)),
-        None => format!("accounting only, {}", lower(rule.side)),
+    let mut s = match (rule.max_connections, &rule.adaptive) {
+        (Some(max), _) => format!("max {max} {} {}", lower(rule.mode), lower(rule.side)),
+        (None, Some(_)) => format!("{} {}", lower(rule.mode), lower(rule.side)),
+        (None, None) => format!("accounting only, {}", lower(rule.side)),
     };
     if let Some(rate) = rule.syn_rate {
         s += &format!(", rate {rate}/s burst {}", rule.syn_burst.unwrap_or(rate));
@@ -43,6 +45,18 @@ pub fn rule_summary(rule: &RuleSpec) -> String {
     }
     if rule.dry_run {
         s += ", dry-run";
+    }
+    if let Some(a) = &rule.adaptive {
+        s += ", adaptive";
+        if let Some(t) = a.cpu_threshold {
+            s += &format!(" cpu>{t}");
+        }
+        if let Some(c) = &a.workload_cgroup {
+            s += &format!(" cgroup {c}");
+        }
+    }
+    if let Some(p) = rule.priority {
+        s += &format!(", priority {p}");
     }
     s
 }
@@ -146,7 +160,9 @@ pub fn status_table(doc: &Value) -> anyhow::Result<String> {
             refused_summary(i, o),
         ]);
     }
-    Ok(render(&t))
+    let mut out = render(&t);
+    out += &crate::output_overload::overload_section(doc)?;
+    Ok(out)
 }
 
 /// Refusals of both sides by reason, all actions together: `limit 4, rate 2`, or `-`.

@@ -27,6 +27,7 @@ fn status() -> DestinationStatus {
         },
         rule: Some(rule()),
         source: None,
+        overload: Default::default(),
     }
 }
 
@@ -66,6 +67,41 @@ fn status_json_has_the_documented_fields() {
         d["rule"],
         json!({"destination": "10.0.0.2:8080", "max_connections": 5, "mode": "reject", "side": "both"})
     );
+    // The overload check's figures, at the destination's top level (null without --adaptive).
+    for field in [
+        "cpu",
+        "cpu_source",
+        "inflight",
+        "max_pass",
+        "min_rt_ms",
+        "max_inflight",
+        "shed_limit",
+        "shedding",
+        "shed_total",
+    ] {
+        assert!(d.get(field).is_some(), "{field} missing in {d}");
+    }
+    assert_eq!(d["shedding"], false);
+    assert_eq!(d["shed_total"], 0);
+}
+
+#[test]
+fn adaptive_rules_parse_and_summarise() {
+    let r: RuleSpec = serde_json::from_value(json!({
+        "destination": "10.0.0.2:8080",
+        "adaptive": {"cpu_threshold": 0.7, "workload_cgroup": "/web"},
+        "priority": "sheddable"
+    }))
+    .unwrap();
+    assert_eq!(
+        rule_summary(&r),
+        "reject both, adaptive cpu>0.7 cgroup /web, priority sheddable"
+    );
+    let e = serde_json::from_value::<RuleSpec>(json!({
+        "destination": "10.0.0.2:8080", "adaptive": {}, "priority": "low"
+    }))
+    .unwrap_err();
+    assert!(e.to_string().contains("unknown variant `low`"), "{e}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 pub use crate::layers::{Listed, Source};
 
+use crate::adaptive::SystemRule;
 use crate::config::{Config, ConfigError, DaemonSection};
 use crate::dest::Dest;
 use crate::layers::{Layers, by_dest};
@@ -85,6 +86,7 @@ pub struct ReloadStats {
 struct Inner {
     layers: Layers,
     config_daemon: DaemonSection,
+    config_system: Option<SystemRule>,
     reloads: ReloadStats,
 }
 
@@ -114,6 +116,7 @@ impl RuleBook {
                     runtime: saved.clone(),
                 },
                 config_daemon: config.daemon,
+                config_system: config.system,
                 reloads: ReloadStats::default(),
             }),
             config_file,
@@ -212,6 +215,7 @@ impl RuleBook {
                 new.prune();
                 let overridden = new.overridden();
                 let outcome = self.commit(&mut inner, new)?;
+                inner.config_system = config.system;
                 Ok(Reloaded {
                     config: path.clone(),
                     outcome,
@@ -226,6 +230,28 @@ impl RuleBook {
             Err(_) => stats.failed += 1,
         }
         result
+    }
+
+    /// The node-wide system rule in force and where it comes from: the runtime one (`limiter
+    /// system set`) over the config's `[system]`; None when neither is set.
+    pub fn system(&self) -> Option<(SystemRule, Source)> {
+        let inner = self.lock();
+        match (inner.layers.runtime.system, inner.config_system) {
+            (Some(r), _) => Some((r, Source::Runtime)),
+            (None, Some(c)) => Some((c, Source::Config)),
+            (None, None) => None,
+        }
+    }
+
+    /// `limiter system set` (Some) and `limiter system delete` (None): the runtime system rule,
+    /// persisted in the state file like runtime rules. Returns whether a runtime rule existed.
+    pub fn set_system(&self, rule: Option<SystemRule>) -> Result<bool, BookError> {
+        let mut inner = self.lock();
+        let had = inner.layers.runtime.system.is_some();
+        let mut new = inner.layers.clone();
+        new.runtime.system = rule;
+        self.commit(&mut inner, new)?;
+        Ok(had)
     }
 
     /// The rules in force with their source, sorted by destination.

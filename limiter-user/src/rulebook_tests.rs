@@ -70,6 +70,7 @@ fn start_layers_config_then_state_and_keeps_unknown_pinned_rules_as_runtime() {
     let saved = RuntimeState {
         rules: [(dest("10.0.0.2:80"), rule("10.0.0.2:80", 9))].into(),
         deleted: BTreeSet::from([dest("10.0.0.3:80"), dest("10.0.0.99:80")]),
+        system: None,
     };
     let pinned = [
         rule("10.0.0.1:80", 1), // the config's destination, another value: the config wins

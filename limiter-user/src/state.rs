@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::adaptive::SystemRule;
 use crate::dest::Dest;
 use crate::model::RuleSpec;
 
@@ -29,6 +30,8 @@ pub struct RuntimeState {
     /// Destinations whose config rule was deleted at runtime (kept off until `limiter revert`,
     /// `set` or `apply` of the destination, or until the config no longer names it).
     pub deleted: BTreeSet<Dest>,
+    /// The node-wide system rule set at runtime (`limiter system set`), over the config's.
+    pub system: Option<SystemRule>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,6 +42,8 @@ struct File {
     rules: Vec<RuleSpec>,
     #[serde(default)]
     deleted: Vec<Dest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    system: Option<SystemRule>,
 }
 
 /// Why the state file cannot be used.
@@ -98,6 +103,12 @@ pub fn parse(path: &Path, text: &str) -> Result<RuntimeState, StateError> {
         )));
     }
     let mut state = RuntimeState::default();
+    if let Some(system) = file.system {
+        system
+            .validate()
+            .map_err(|e| corrupt(format!("system rule: {e}")))?;
+        state.system = Some(system);
+    }
     for rule in file.rules {
         crate::validate::validate(&rule)
             .map_err(|e| corrupt(format!("rule for {}: {e}", rule.destination)))?;
@@ -126,6 +137,7 @@ pub fn save(path: &Path, state: &RuntimeState) -> Result<(), StateError> {
         version: VERSION,
         rules: state.rules.values().cloned().collect(),
         deleted: state.deleted.iter().cloned().collect(),
+        system: state.system,
     };
     let mut text = serde_json::to_vec_pretty(&file)
         .map_err(std::io::Error::other)

@@ -21,6 +21,10 @@ fn round_trips_atomically_and_privately() {
     let state = RuntimeState {
         rules: [("10.0.0.2:80".parse().unwrap(), rule("10.0.0.2:80", 5))].into(),
         deleted: ["10.0.0.3:80".parse().unwrap()].into(),
+        system: Some(crate::adaptive::SystemRule {
+            max_load1: Some(8.0),
+            max_cpu: Some("0.9".parse().unwrap()),
+        }),
     };
     save(&path, &state).unwrap();
     assert_eq!(load(&path).unwrap(), state);
@@ -29,7 +33,8 @@ fn round_trips_atomically_and_privately() {
     assert_eq!(
         doc,
         json!({"version": 1, "deleted": ["10.0.0.3:80"], "rules": [
-            {"destination": "10.0.0.2:80", "max_connections": 5, "mode": "reject", "side": "both"}]})
+            {"destination": "10.0.0.2:80", "max_connections": 5, "mode": "reject", "side": "both"}],
+            "system": {"max_load1": 8.0, "max_cpu": 0.9}})
     );
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);

@@ -18,6 +18,8 @@ pub struct MemoryDataplane {
     pub rules: Mutex<BTreeMap<Dest, RuleSpec>>,
     pub fail_apply: AtomicBool,
     pub fail_dest: Mutex<Option<Dest>>,
+    /// Shed limits in force, as `set_shed` left them.
+    pub sheds: Mutex<BTreeMap<Dest, (u8, u32)>>,
 }
 
 impl MemoryDataplane {
@@ -66,11 +68,26 @@ impl Dataplane for MemoryDataplane {
                 },
                 rule: Some(r.clone()),
                 source: None,
+                overload: Default::default(),
             })
             .collect())
     }
     fn rules(&self) -> Vec<RuleSpec> {
         self.rules.lock().unwrap().values().cloned().collect()
+    }
+    fn counters(&self, dest: &Dest) -> anyhow::Result<Option<DestinationStatus>> {
+        Ok(self
+            .status()?
+            .into_iter()
+            .find(|s| s.destination == dest.to_string()))
+    }
+    fn set_shed(&self, dest: &Dest, shed: Option<(u8, u32)>) -> anyhow::Result<()> {
+        let mut sheds = self.sheds.lock().unwrap();
+        match shed {
+            Some(s) => sheds.insert(dest.clone(), s),
+            None => sheds.remove(dest),
+        };
+        Ok(())
     }
 }
 

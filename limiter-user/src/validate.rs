@@ -22,6 +22,8 @@ pub enum RuleError {
         per_source: u32,
         max_connections: u32,
     },
+    #[error("adaptive: {0}")]
+    Adaptive(String),
 }
 
 impl RuleError {
@@ -32,6 +34,7 @@ impl RuleError {
             RuleError::SynRateZero => "syn_rate",
             RuleError::SynBurstZero | RuleError::BurstWithoutRate => "syn_burst",
             RuleError::PerSourceZero | RuleError::PerSourceAboveMax { .. } => "per_source",
+            RuleError::Adaptive(_) => "adaptive",
         }
     }
 }
@@ -60,6 +63,9 @@ pub fn validate(rule: &RuleSpec) -> Result<(), RuleError> {
             max_connections,
         });
     }
+    if let Some(adaptive) = &rule.adaptive {
+        adaptive.validate().map_err(RuleError::Adaptive)?;
+    }
     Ok(())
 }
 
@@ -77,6 +83,8 @@ mod tests {
             syn_burst: None,
             per_source: None,
             dry_run: false,
+            adaptive: None,
+            priority: None,
         }
     }
 

@@ -9,6 +9,8 @@ mod programs;
 mod sys;
 mod tables;
 
+pub use sys::monotonic_ns;
+
 use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
 
 use anyhow::Context as _;
@@ -296,5 +298,32 @@ impl Dataplane for EbpfDataplane {
 
     fn rules(&self) -> Vec<RuleSpec> {
         self.lock().rules.values().map(|(_, r)| r.clone()).collect()
+    }
+
+    fn adaptive_rules(&self) -> Vec<RuleSpec> {
+        // Without cloning every rule: this runs four times a second beside 100k rules.
+        self.lock()
+            .rules
+            .values()
+            .filter(|(_, r)| r.adaptive.is_some())
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    fn counters(&self, dest: &Dest) -> anyhow::Result<Option<DestinationStatus>> {
+        let inner = self.lock();
+        match inner.rules.get(dest) {
+            Some((id, rule)) => inner.tables.status(*id, rule).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn set_shed(&self, dest: &Dest, shed: Option<(u8, u32)>) -> anyhow::Result<()> {
+        let mut inner = self.lock();
+        let Some((id, _)) = inner.rules.get(dest) else {
+            return Ok(());
+        };
+        let id = *id;
+        inner.tables.set_shed(id, shed)
     }
 }

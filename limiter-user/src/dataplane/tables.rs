@@ -13,8 +13,8 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap, PerCpuValues, lpm_trie::Key},
 };
 use limiter_common::{
-    DestAddr, PENDING_BUCKET_NS, RuleConfig, RuleState, RuleStats, SeedRequest, SideSlots,
-    SideStats, action, reason, rule_flags,
+    DestAddr, PENDING_BUCKET_NS, RuleConfig, RuleState, RuleStats, SHED_TTL_NS, SeedRequest,
+    ShedLimit, SideSlots, SideStats, action, reason, rule_flags,
 };
 
 use crate::{
@@ -27,6 +27,7 @@ pub struct Tables {
     state: HashMap<MapData, u64, RuleState>,
     stats: PerCpuHashMap<MapData, u64, RuleStats>,
     seed: Array<MapData, SeedRequest>,
+    shed: HashMap<MapData, u64, ShedLimit>,
 }
 
 /// Runs a map update, retrying a transient ENOMEM. Maps that are not preallocated take their
@@ -73,6 +74,9 @@ pub fn to_config(id: u64, rule: &RuleSpec) -> RuleConfig {
     if rule.dry_run {
         flags |= rule_flags::DRY_RUN;
     }
+    if rule.adaptive.is_some() {
+        flags |= rule_flags::ADAPTIVE;
+    }
     RuleConfig {
         id,
         max_connections: rule.max_connections.unwrap_or(0),
@@ -108,6 +112,8 @@ pub fn from_config(dest: Dest, cfg: &RuleConfig) -> RuleSpec {
         syn_burst: nonzero(cfg.syn_burst).filter(|b| Some(*b) != nonzero(cfg.syn_rate)),
         per_source: nonzero(cfg.per_source),
         dry_run: cfg.flags & rule_flags::DRY_RUN != 0,
+        adaptive: None,
+        priority: None,
     }
 }
 
@@ -118,6 +124,7 @@ impl Tables {
             state: take(ebpf, "RULE_STATE")?,
             stats: take(ebpf, "RULE_STATS")?,
             seed: take(ebpf, "SEED")?,
+            shed: take(ebpf, "SHED")?,
         })
     }
 
@@ -148,6 +155,26 @@ impl Tables {
     pub fn remove_counters(&mut self, id: u64) {
         let _ = self.state.remove(&id);
         let _ = self.stats.remove(&id);
+        let _ = self.shed.remove(&id);
+    }
+
+    /// Writes (or clears) the overload check's limit of rule `id`, valid for SHED_TTL_NS.
+    pub fn set_shed(&mut self, id: u64, shed: Option<(u8, u32)>) -> anyhow::Result<()> {
+        match shed {
+            Some((side, limit)) => {
+                let value = ShedLimit {
+                    expires_ns: super::sys::monotonic_ns() + SHED_TTL_NS,
+                    limit: limit.max(1),
+                    side,
+                    _pad: [0; 3],
+                };
+                with_retry(|| self.shed.insert(&id, &value, 0)).context("write the shed limit")
+            }
+            None => match self.shed.remove(&id) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(e).context("clear the shed limit"),
+            },
+        }
     }
 
     /// Publishes or atomically replaces the rule of `dest`.
@@ -193,6 +220,13 @@ impl Tables {
             outbound: side_status(&state.outbound, &stats.outbound, epoch),
             rule: Some(rule.clone()),
             source: None,
+            overload: crate::model::OverloadStatus {
+                shed_total: [&stats.inbound, &stats.outbound]
+                    .iter()
+                    .flat_map(|s| s.refused[reason::SHED])
+                    .sum(),
+                ..Default::default()
+            },
         })
     }
 }
