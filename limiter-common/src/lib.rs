@@ -95,6 +95,9 @@ pub mod rule_flags {
     /// The daemon's overload check may set a dynamic limit on this rule (the SHED map), so every
     /// new connection is decided even when no static limit is set.
     pub const ADAPTIVE: u32 = 1 << 4;
+    /// Set by the daemon on the address rules it derived from a Kubernetes Service rule, so a
+    /// restarted daemon tells them from rules set by address. The kernel ignores it.
+    pub const DERIVED: u32 = 1 << 5;
 }
 
 /// A rule as the kernel sees it: the value of the rules LPM trie, keyed by destination.

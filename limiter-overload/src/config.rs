@@ -47,11 +47,12 @@ impl Default for SamplingConfig {
 impl OverloadConfig {
     /// Checks every section; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(10..=1_000).contains(&self.sampling.interval_ms) {
+        if !(10..=500).contains(&self.sampling.interval_ms) {
             return Err(ConfigError::Invalid {
                 field: "sampling.interval_ms",
                 value: self.sampling.interval_ms.to_string(),
-                reason: "must be 10-1000: slower sampling cannot react within a second",
+                reason: "must be 10-500: the kernel drops a shed limit not refreshed within 1 s, \
+                         and slower sampling could not react within a second",
             });
         }
         self.filter.validate()?;

@@ -116,8 +116,12 @@ Example: limiter revert 10.96.12.34:8080"
     /// Show or change the node-wide system rule (overload protection of the whole node).
     #[command(
         subcommand,
-        long_about = "The node-wide system rule, after Sentinel's: when the node's 1-minute load or its CPU is above the rule's bound, every --adaptive destination sheds, and the node's connections are shared by --priority (sheddable destinations lose first, critical-plus last, each class keeps a minimum share). A rule set here overrides the config file's [system] and is kept in the state file across restarts until `limiter system delete`.
-
+        long_about = "The node-wide system rule, after Sentinel's: when the node's 1-minute load \
+or its CPU is above the rule's bound, the check of every --adaptive destination is armed and \
+the node's connections (the sum of their maxInflight, cut by how far the node is over) are \
+shared by --priority: sheddable destinations lose first, critical-plus last, each class keeps a \
+minimum share. A rule set here overrides the config file's [system] and is kept in the state \
+file across restarts until `limiter system delete`.\n\n\
 Example: limiter system set --max-load1 8 --max-cpu 0.9"
     )]
     System(SystemCommand),
@@ -190,6 +194,17 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<SocketGroup>,
 
+    /// Kubeconfig for `svc/` destinations, e.g. /etc/limiter/kubeconfig. [default: the pod's
+    /// service account in a cluster, else KUBECONFIG or ~/.kube/config; without any, `svc/`
+    /// rules are refused and address rules work as usual]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// This node's Kubernetes name: `svc/` rules limit server-side only the endpoints whose
+    /// nodeName it is, e.g. worker-3. [default: the config's `node_name`, else the host name]
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+
     /// Uninstall instead of running: remove everything limiter pinned under <bpffs>/limiter
     /// (its programs detach, every limit is lifted, open connections stay). Refused while a
     /// daemon answers on the socket. e.g. `limiter daemon --cleanup`.
@@ -198,8 +213,9 @@ pub struct DaemonArgs {
 }
 
 /// A destination argument.
-const DEST_HELP: &str = "Destination: ADDRESS:PORT, [IPV6]:PORT, CIDR:PORT or [IPV6-CIDR]:PORT, \
-e.g. 10.96.12.34:8080, [fd00::2]:8080 or 10.0.0.0/24:8080";
+const DEST_HELP: &str = "Destination: ADDRESS:PORT, [IPV6]:PORT, CIDR:PORT, [IPV6-CIDR]:PORT or \
+svc/NAMESPACE/NAME[:PORT] (a Kubernetes Service; PORT a port number or name), e.g. \
+10.96.12.34:8080, [fd00::2]:8080, 10.0.0.0/24:8080 or svc/shop/checkout:http";
 
 #[derive(Debug, Args)]
 pub struct SetArgs {
@@ -297,7 +313,13 @@ pub struct SetArgs {
 
     /// Criticality under node-wide overload (`limiter system set`): sheddable destinations
     /// are shed first, critical-plus last; each keeps a minimum share. [default: critical]
-    #[arg(long, value_name = "CLASS", value_parser = parse_priority, help_heading = "Overload protection")]
+    #[arg(
+        long,
+        value_name = "CLASS",
+        value_parser = parse_priority,
+        requires = "adaptive",
+        help_heading = "Overload protection"
+    )]
     pub priority: Option<Criticality>,
 }
 
@@ -325,6 +347,7 @@ impl SetArgs {
                 workload_cgroup: self.workload_cgroup.clone(),
             }),
             priority: self.priority,
+            derived: false,
         }
     }
 }

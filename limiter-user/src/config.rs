@@ -30,6 +30,10 @@ pub struct DaemonSection {
     pub state_dir: Option<StateDir>,
     pub metrics_addr: Option<MetricsAddr>,
     pub socket_group: Option<SocketGroup>,
+    /// Kubeconfig for `svc/` destinations (default: in-cluster, KUBECONFIG, ~/.kube/config).
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's Kubernetes name (default: NODE_NAME, else the host name).
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,7 +42,7 @@ struct RawConfig {
     #[serde(default)]
     daemon: DaemonSection,
     #[serde(default)]
-    overload: OverloadConfig,
+    overload: Option<Spanned<OverloadConfig>>,
     #[serde(default)]
     system: Option<Spanned<SystemRule>>,
     #[serde(default)]
@@ -117,10 +121,16 @@ impl Config {
                 ),
             ));
         }
-        if let Err(e) = raw.overload.validate() {
-            let place = text.find("[overload").map(|s| s..s + "[overload]".len());
-            return Err(error.at(place, format!("[overload] {e}")));
-        }
+        let overload = match raw.overload {
+            Some(o) => {
+                let span = o.span();
+                let o = o.into_inner();
+                o.validate()
+                    .map_err(|e| error.at(Some(span), format!("[overload] {e}")))?;
+                o
+            }
+            None => OverloadConfig::default(),
+        };
         let system = match raw.system {
             Some(s) => {
                 let span = s.span();
@@ -133,7 +143,7 @@ impl Config {
         };
         Ok(Config {
             daemon: raw.daemon,
-            overload: raw.overload,
+            overload,
             system,
             rules: checked_rules(&error, raw.rules)?,
         })

@@ -200,3 +200,41 @@ fn a_rules_file_for_apply_holds_rules_only() {
         "{err}"
     );
 }
+
+#[test]
+fn overload_and_system_sections_parse_and_errors_point_at_them() {
+    let config = parse(
+        "[system]\nmax_load1 = 8.0\nmax_cpu = 0.9\n\n[overload]\nbbr.buckets = 50\n\n\
+         [[rules]]\ndestination = \"10.0.0.2:80\"\nadaptive = { cpu_threshold = 0.7 }\n\
+         priority = \"sheddable\"\n",
+    )
+    .unwrap();
+    let system = config.system.unwrap();
+    assert_eq!(system.max_load1, Some(8.0));
+    assert_eq!(system.max_cpu.unwrap().get(), 0.9);
+    assert_eq!(config.overload.bbr.buckets, 50);
+    let rule = &config.rules[0];
+    assert_eq!(
+        rule.adaptive.as_ref().unwrap().cpu_threshold.unwrap().get(),
+        0.7
+    );
+
+    let e = parse("# [overload] is explained here\n\n[overload]\nsampling.interval_ms = 900\n")
+        .unwrap_err();
+    assert!(
+        e.starts_with("limiter.toml:3:1: [overload] sampling.interval_ms = 900: must be 10-500"),
+        "{e}"
+    );
+    let e = parse("[system]\nmax_load1 = -1.0\n").unwrap_err();
+    assert!(
+        e.starts_with("limiter.toml:1:1: [system] max-load1 -1"),
+        "{e}"
+    );
+    let e = parse("[system]\n").unwrap_err();
+    assert!(e.contains("needs max-load1, max-cpu or both"), "{e}");
+    let e = parse(
+        "[[rules]]\ndestination = \"10.0.0.2:80\"\nmax_connections = 1\npriority = \"critical\"\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("priority needs adaptive"), "{e}");
+}

@@ -69,6 +69,8 @@ pub(crate) struct Setup {
     pub metrics: Option<TcpListener>,
     /// SIGHUP, when the daemon reloads on it.
     pub hangup: Option<Signal>,
+    /// Access to the Kubernetes API for `svc/` rules, or why there is none.
+    pub services: Result<crate::kube::ApiAccess, String>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -118,7 +120,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || crate::dataplane::EbpfDataplane::start(&options))
             .await?
             .context("cannot start the dataplane")?;
+    let services = kube_access(&settings).await?;
     let setup = Setup {
+        services,
         config_file: opts.config,
         config,
         settings,
@@ -145,8 +149,13 @@ pub(crate) async fn run_with<D: Maintained>(
         server,
         metrics,
         hangup,
+        services,
     } = setup;
-    let dp: Arc<dyn Dataplane> = dataplane.clone();
+    let with_services = Arc::new(crate::kube::ServiceDataplane::new(
+        dataplane.clone(),
+        services,
+    ));
+    let dp: Arc<dyn Dataplane> = with_services.clone();
     let state_file = settings.state_file.clone();
     let overload = Arc::new(crate::overload::Overload::new(config.overload.clone()));
     // Rules were validated with the config and the state file; a failure here is the kernel's,
@@ -158,6 +167,7 @@ pub(crate) async fn run_with<D: Maintained>(
     .await?
     .context("cannot put the rules in force at start")?;
     info!(applied = ?outcome.applied, deleted = ?outcome.deleted, unchanged = outcome.unchanged, "rules in force");
+    with_services.started();
     let book = Arc::new(book);
 
     let metrics_url = match &metrics {
@@ -222,6 +232,38 @@ pub(crate) async fn run_with<D: Maintained>(
         "dataplane released; the pinned eBPF programs keep enforcing the rules until the next start"
     );
     Ok(())
+}
+
+/// The Kubernetes API for `svc/` rules. An explicit `--kubeconfig` that cannot be used stops
+/// the start (the operator asked for it); finding no configuration at all only turns `svc/`
+/// rules off, with the reason kept for their error. The API server need not answer yet: the
+/// watchers retry, and address rules never wait for it.
+async fn kube_access(
+    settings: &Settings,
+) -> anyhow::Result<Result<crate::kube::ApiAccess, String>> {
+    let explicit = settings.kubeconfig.is_some();
+    match crate::kube::client(settings.kubeconfig.as_deref()).await {
+        Ok((client, url)) => {
+            info!(api = %url, node = %settings.node_name, "Kubernetes API configured: svc/ destinations are resolved");
+            let check = client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::kube::check_reachable(&check, crate::kube::API_TIMEOUT).await
+                {
+                    warn!(api = %url, error = %format!("{e:#}"), "Kubernetes API not answering yet; svc/ rules stay pending until it does");
+                }
+            });
+            Ok(Ok(crate::kube::ApiAccess {
+                client,
+                node: settings.node_name.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            }))
+        }
+        Err(e) if explicit => Err(e),
+        Err(e) => {
+            info!(reason = %format!("{e:#}"), "no Kubernetes API: svc/ destinations are refused");
+            Ok(Err(format!("{e:#}")))
+        }
+    }
 }
 
 /// Reloads the config on each SIGHUP; a refused reload is logged and changes nothing.

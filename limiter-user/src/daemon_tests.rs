@@ -73,6 +73,7 @@ async fn setup(dir: &Path, config: Option<&str>, metrics: bool) -> Setup {
         false => None,
     };
     Setup {
+        services: Err("no Kubernetes API in unit tests".into()),
         config_file,
         config,
         server: Server::bind(&settings.socket, None).unwrap(),

@@ -162,6 +162,8 @@ fn daemon_settings(container: &Value) -> (PathBuf, Settings) {
         state_dir: args.state_dir,
         metrics_addr: args.metrics_addr,
         socket_group: args.socket_group,
+        kubeconfig: args.kubeconfig,
+        node_name: args.node_name,
     };
     (config_path, Settings::resolve(&opts, &config.daemon))
 }

@@ -13,12 +13,20 @@ use std::str::FromStr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use limiter_common::{DestAddr, EXACT_PREFIX_BITS, PORT_BITS, V4_MAPPED_PREFIX_BITS};
 
+use crate::kube::{ServiceRef, ServiceRefError};
+
 /// A rule's destination. Build it with [`str::parse`] or [`Dest::from_lpm_key`] to get the
 /// normalised form.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dest {
     Addr(SocketAddr),
-    Cidr { net: IpNet, port: u16 },
+    Cidr {
+        net: IpNet,
+        port: u16,
+    },
+    /// `svc/NAMESPACE/NAME[:PORT]`: a Kubernetes Service, resolved by the daemon into address
+    /// rules (crate::kube). Never reaches the kernel itself.
+    Service(ServiceRef),
 }
 
 /// Why a string is not a destination. Every message says what was expected.
@@ -51,6 +59,8 @@ pub enum DestError {
     HostBitsSet { given: String, suggested: String },
     #[error("{input}: IPv6 scope ids (%zone) are not supported in destinations")]
     ScopeId { input: String },
+    #[error(transparent)]
+    Service(#[from] ServiceRefError),
 }
 
 impl FromStr for Dest {
@@ -60,6 +70,9 @@ impl FromStr for Dest {
         let s = s.trim();
         if s.is_empty() {
             return Err(DestError::Empty);
+        }
+        if s.starts_with("svc/") {
+            return Ok(Dest::Service(s.parse()?));
         }
         if s.contains('%') {
             return Err(DestError::ScopeId { input: s.into() });
@@ -181,6 +194,7 @@ impl fmt::Display for Dest {
                 net: IpNet::V6(net),
                 port,
             } => write!(f, "[{net}]:{port}"),
+            Dest::Service(svc) => write!(f, "{svc}"),
         }
     }
 }
@@ -201,16 +215,26 @@ impl<'de> serde::Deserialize<'de> for Dest {
 impl Dest {
     /// Key of this destination in the kernel's LPM trie: (prefix length in bits, key). The prefix
     /// always covers the port, which comes first; address bits past the prefix are zero.
-    pub fn lpm_key(&self) -> (u32, DestAddr) {
+    /// None for a Service, which the daemon resolves into address rules first.
+    pub fn lpm_key(&self) -> Option<(u32, DestAddr)> {
         match self {
-            Dest::Addr(addr) => (EXACT_PREFIX_BITS, dest_addr(addr.ip(), addr.port())),
+            Dest::Addr(addr) => Some((EXACT_PREFIX_BITS, dest_addr(addr.ip(), addr.port()))),
             Dest::Cidr { net, port } => {
                 let bits = match net {
                     IpNet::V4(n) => V4_MAPPED_PREFIX_BITS + u32::from(n.prefix_len()),
                     IpNet::V6(n) => PORT_BITS + u32::from(n.prefix_len()),
                 };
-                (bits, dest_addr(net.network(), *port))
+                Some((bits, dest_addr(net.network(), *port)))
             }
+            Dest::Service(_) => None,
+        }
+    }
+
+    /// The Service of a `svc/` destination.
+    pub fn service(&self) -> Option<&ServiceRef> {
+        match self {
+            Dest::Service(svc) => Some(svc),
+            _ => None,
         }
     }
 

@@ -135,21 +135,21 @@ fn every_error_names_the_problem() {
 
 #[test]
 fn lpm_keys_follow_the_layout() {
-    let (bits, key) = parse("10.0.0.2:8080").lpm_key();
+    let (bits, key) = parse("10.0.0.2:8080").lpm_key().unwrap();
     assert_eq!(bits, EXACT_PREFIX_BITS);
     assert_eq!(key, DestAddr::v4(0x0a00_0002, 8080));
 
-    let (bits, key) = parse("10.1.2.0/24:80").lpm_key();
+    let (bits, key) = parse("10.1.2.0/24:80").lpm_key().unwrap();
     assert_eq!(bits, V4_MAPPED_PREFIX_BITS + 24);
     assert_eq!(key, DestAddr::v4(0x0a01_0200, 80));
 
-    let (bits, key) = parse("[fd00::/64]:443").lpm_key();
+    let (bits, key) = parse("[fd00::/64]:443").lpm_key().unwrap();
     assert_eq!(bits, PORT_BITS + 64);
     let mut want = [0u8; 16];
     want[0] = 0xfd;
     assert_eq!(key, DestAddr::v6(want, 443));
 
-    let (bits, key) = parse("[fd00::2]:443").lpm_key();
+    let (bits, key) = parse("[fd00::2]:443").lpm_key().unwrap();
     assert_eq!(bits, EXACT_PREFIX_BITS);
     want[15] = 2;
     assert_eq!(key, DestAddr::v6(want, 443));
@@ -157,6 +157,7 @@ fn lpm_keys_follow_the_layout() {
     // A hand-built (not normalised) destination still yields the canonical key.
     let mapped = Dest::Addr("[::ffff:10.0.0.2]:8080".parse().unwrap());
     assert_eq!(mapped.lpm_key(), parse("10.0.0.2:8080").lpm_key());
+    assert_eq!(parse("svc/default/web:http").lpm_key(), None);
 }
 
 #[test]
@@ -173,7 +174,7 @@ fn lpm_keys_round_trip() {
         "[::/96]:9",
     ] {
         let dest = parse(s);
-        let (bits, key) = dest.lpm_key();
+        let (bits, key) = dest.lpm_key().unwrap();
         assert_eq!(Dest::from_lpm_key(bits, &key), dest, "{s}");
     }
 }
@@ -208,4 +209,13 @@ fn ordering_is_total_and_stable() {
     v.sort();
     let shown: Vec<String> = v.iter().map(ToString::to_string).collect();
     assert_eq!(shown, ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.0/24:80"]);
+}
+
+#[test]
+fn service_destinations_parse_and_print_canonically() {
+    let d = parse("svc/default/web:080");
+    assert_eq!(d.to_string(), "svc/default/web:80");
+    assert_eq!(d.service().unwrap().name, "web");
+    let e = "svc/Default/web".parse::<Dest>().unwrap_err().to_string();
+    assert!(e.contains("svc/"), "{e}");
 }

@@ -114,7 +114,13 @@ impl Handler {
                     None => bail!("no rule for {destination}"),
                 }
             }
-            Request::List => Ok(serde_json::to_value(book.list())?),
+            Request::List => {
+                let mut listed = book.list();
+                for entry in &mut listed {
+                    entry.state = book.dataplane().state_of(&entry.rule.destination);
+                }
+                Ok(serde_json::to_value(listed)?)
+            }
             Request::Delete { destination } => {
                 let config_rule_kept_off = book.delete(destination)?;
                 info!(%destination, config_rule_kept_off, "rule deleted; its established connections are untouched");

@@ -39,6 +39,9 @@ pub struct Listed {
     pub source: Source,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_rule: Option<RuleSpec>,
+    /// For a `svc/` rule: how its Service resolves now (filled in by the daemon).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -103,6 +106,7 @@ impl Layers {
                     rule,
                     source,
                     config_rule,
+                    state: None,
                 }
             } else {
                 let source = Source::Config;
@@ -110,6 +114,7 @@ impl Layers {
                     rule,
                     source,
                     config_rule: None,
+                    state: None,
                 }
             }
         };

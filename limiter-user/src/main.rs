@@ -146,6 +146,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 state_dir: args.state_dir,
                 metrics_addr: args.metrics_addr,
                 socket_group: args.socket_group,
+                kubeconfig: args.kubeconfig,
+                node_name: args.node_name,
             };
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -127,12 +127,14 @@ impl Collector for Collected {
             );
         }
         let mut statuses = statuses.unwrap_or_default();
+        // A `svc/` entry sums its address rules' counters, which are exported themselves.
+        statuses.retain(|s| s.service.service_state.is_none());
         if let Some(o) = &self.overload {
             o.annotate(&mut statuses);
             let overloaded = i64::from(o.node().overloaded);
             gauge(
                 "limiter_node_overloaded",
-                "1 while the system rule finds the node overloaded (every adaptive destination sheds), else 0.",
+                "1 while the system rule finds the node overloaded (every adaptive destination's check is armed), else 0.",
                 overloaded,
                 &mut enc,
             )?;

@@ -163,9 +163,11 @@ pub fn overload(statuses: &[DestinationStatus], enc: &mut DescriptorEncoder) -> 
         .filter_map(|d| Some((labels(d), ConstGauge::new(d.overload.cpu?))));
     family(
         enc,
-        "limiter_destination_workload_cpu",
+        // Named like limiter_node_cpu_usage_ratio (prometheus-client's Unit::Ratios would
+        // spell the suffix `_ratios`).
+        "limiter_destination_workload_cpu_usage_ratio",
         "Filtered CPU of the destination's workload, as a fraction of what it may use.",
-        Some(&Unit::Ratios),
+        None,
         cpu,
     )
 }

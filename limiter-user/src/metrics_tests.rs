@@ -75,6 +75,7 @@ fn refusals_carry_reason_action_and_side() {
         rule: None,
         source: None,
         overload: Default::default(),
+        service: Default::default(),
     }];
     let mut text = String::new();
     let mut registry = Registry::default();

@@ -66,6 +66,10 @@ pub struct RuleSpec {
     /// Criticality under node-wide overload (`--priority`); None = critical.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Criticality>,
+    /// An address rule the daemon derived from a `svc/` rule (never set by users; kept in the
+    /// kernel's rule flags so a restarted daemon knows it).
+    #[serde(skip)]
+    pub derived: bool,
 }
 
 /// Refusals of one side, by reason then action, serialized as
@@ -168,6 +172,24 @@ pub struct DestinationStatus {
     pub source: Option<&'static str>,
     #[serde(flatten)]
     pub overload: OverloadStatus,
+    /// For an address rule derived from a `svc/` rule: that rule's destination. For a `svc/`
+    /// rule: its resolution state and the address rules it stands for now.
+    #[serde(flatten)]
+    pub service: ServiceStatus,
+}
+
+/// How a destination relates to a Kubernetes Service rule (`svc/NAMESPACE/NAME[:PORT]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ServiceStatus {
+    /// On an address destination: the `svc/` rule it was derived from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// On a `svc/` destination: `resolved`, `Service not found ...`, and so on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_state: Option<String>,
+    /// On a `svc/` destination: the address destinations its rule is enforced on now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Vec<String>>,
 }
 
 /// What the daemon needs from the kernel side. Implemented by `dataplane::Ebpf`.
@@ -191,6 +213,11 @@ pub trait Dataplane: Send + Sync + 'static {
     }
     /// Counters of one destination's rule; None when it has none.
     fn counters(&self, dest: &Dest) -> anyhow::Result<Option<DestinationStatus>>;
+    /// A one-line state of a destination whose rule is not simply in force (a `svc/` rule:
+    /// `resolved`, `Service not found ...`), for `limiter list`.
+    fn state_of(&self, _dest: &Dest) -> Option<String> {
+        None
+    }
     /// Sets the overload check's limit of `dest`'s rule on `side` (limiter_common::side) for
     /// the next `SHED_TTL_NS`, or clears it (None).
     fn set_shed(&self, dest: &Dest, shed: Option<(u8, u32)>) -> anyhow::Result<()>;

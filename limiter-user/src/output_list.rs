@@ -15,6 +15,8 @@ struct ListedView {
     source: Option<String>,
     #[serde(default)]
     config_rule: Option<RuleSpec>,
+    #[serde(default)]
+    state: Option<String>,
 }
 
 /// `limiter list` as a table.
@@ -39,11 +41,16 @@ pub fn list_table(doc: &Value) -> anyhow::Result<String> {
         rule: r,
         source,
         config_rule,
+        state,
     } in &rules
     {
         let mut source = source.clone().unwrap_or_else(|| "-".into());
         if config_rule.is_some() {
             source += " (overrides config)";
+        }
+        // A `svc/` rule's resolution: `resolved`, or why it is pending.
+        if let Some(state) = state {
+            source += &format!(", {state}");
         }
         t.add_row(vec![
             r.destination.to_string(),

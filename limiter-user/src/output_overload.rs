@@ -79,6 +79,12 @@ pub fn overload_section(doc: &Value) -> anyhow::Result<String> {
             ],
             1,
         );
+        // Words, not numbers: SHEDDING and CPU SOURCE read left-aligned.
+        for i in [6, 8] {
+            if let Some(c) = t.column_mut(i) {
+                c.set_cell_alignment(comfy_table::CellAlignment::Left);
+            }
+        }
         for d in adaptive {
             let shedding = match (d.shedding, d.shed_limit) {
                 (true, Some(l)) => format!("yes (limit {l})"),

@@ -28,6 +28,7 @@ fn status() -> DestinationStatus {
         rule: Some(rule()),
         source: None,
         overload: Default::default(),
+        service: Default::default(),
     }
 }
 

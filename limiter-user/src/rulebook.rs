@@ -71,7 +71,8 @@ pub struct Reloaded {
     pub outcome: Outcome,
     /// Config destinations where a runtime rule or deletion keeps precedence.
     pub overridden: Vec<Dest>,
-    /// `[daemon]` settings differ from those the daemon started with (they apply at restart).
+    /// `[daemon]` or `[overload]` settings differ from those the daemon started with (they
+    /// apply at restart).
     pub daemon_settings_changed: bool,
 }
 
@@ -87,6 +88,9 @@ struct Inner {
     layers: Layers,
     config_daemon: DaemonSection,
     config_system: Option<SystemRule>,
+    /// `[overload]` as the daemon started with it (a reload reports a change; it applies at
+    /// restart).
+    config_overload: limiter_overload::OverloadConfig,
     reloads: ReloadStats,
 }
 
@@ -117,6 +121,7 @@ impl RuleBook {
                 },
                 config_daemon: config.daemon,
                 config_system: config.system,
+                config_overload: config.overload.clone(),
                 reloads: ReloadStats::default(),
             }),
             config_file,
@@ -220,7 +225,8 @@ impl RuleBook {
                     config: path.clone(),
                     outcome,
                     overridden,
-                    daemon_settings_changed: config.daemon != inner.config_daemon,
+                    daemon_settings_changed: config.daemon != inner.config_daemon
+                        || config.overload != inner.config_overload,
                 })
             });
         let stats = &mut inner.reloads;

@@ -134,6 +134,8 @@ pub struct Options {
     pub state_dir: Option<StateDir>,
     pub metrics_addr: Option<MetricsAddr>,
     pub socket_group: Option<SocketGroup>,
+    pub kubeconfig: Option<PathBuf>,
+    pub node_name: Option<String>,
 }
 
 /// The daemon's settings once the command line, the config and the defaults are combined.
@@ -146,6 +148,10 @@ pub struct Settings {
     pub state_file: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
     pub socket_group: Option<SocketGroup>,
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name for `svc/` rules: the command line (or NODE_NAME), the config, the
+    /// host name.
+    pub node_name: String,
 }
 
 impl Settings {
@@ -177,8 +183,21 @@ impl Settings {
             state_file,
             metrics_addr,
             socket_group: opts.socket_group.clone().or_else(|| d.socket_group.clone()),
+            kubeconfig: opts.kubeconfig.clone().or_else(|| d.kubeconfig.clone()),
+            node_name: opts
+                .node_name
+                .clone()
+                .or_else(|| d.node_name.clone())
+                .unwrap_or_else(host_name),
         }
     }
+}
+
+/// The kernel's host name, as the kubelet registers the node by default.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ impl Dataplane for MemoryDataplane {
                 rule: Some(r.clone()),
                 source: None,
                 overload: Default::default(),
+                service: Default::default(),
             })
             .collect())
     }

@@ -24,6 +24,8 @@ pub enum RuleError {
     },
     #[error("adaptive: {0}")]
     Adaptive(String),
+    #[error("priority needs adaptive: it orders the shedding of adaptive destinations")]
+    PriorityWithoutAdaptive,
 }
 
 impl RuleError {
@@ -35,6 +37,7 @@ impl RuleError {
             RuleError::SynBurstZero | RuleError::BurstWithoutRate => "syn_burst",
             RuleError::PerSourceZero | RuleError::PerSourceAboveMax { .. } => "per_source",
             RuleError::Adaptive(_) => "adaptive",
+            RuleError::PriorityWithoutAdaptive => "priority",
         }
     }
 }
@@ -66,6 +69,9 @@ pub fn validate(rule: &RuleSpec) -> Result<(), RuleError> {
     if let Some(adaptive) = &rule.adaptive {
         adaptive.validate().map_err(RuleError::Adaptive)?;
     }
+    if rule.priority.is_some() && rule.adaptive.is_none() {
+        return Err(RuleError::PriorityWithoutAdaptive);
+    }
     Ok(())
 }
 
@@ -85,6 +91,7 @@ mod tests {
             dry_run: false,
             adaptive: None,
             priority: None,
+            derived: false,
         }
     }
 

@@ -77,6 +77,9 @@ pub fn to_config(id: u64, rule: &RuleSpec) -> RuleConfig {
     if rule.adaptive.is_some() {
         flags |= rule_flags::ADAPTIVE;
     }
+    if rule.derived {
+        flags |= rule_flags::DERIVED;
+    }
     RuleConfig {
         id,
         max_connections: rule.max_connections.unwrap_or(0),
@@ -112,9 +115,19 @@ pub fn from_config(dest: Dest, cfg: &RuleConfig) -> RuleSpec {
         syn_burst: nonzero(cfg.syn_burst).filter(|b| Some(*b) != nonzero(cfg.syn_rate)),
         per_source: nonzero(cfg.per_source),
         dry_run: cfg.flags & rule_flags::DRY_RUN != 0,
-        adaptive: None,
+        // The check's parameters live in the daemon's config and state file, which the next
+        // daemon re-applies; without them the kernel still says the rule is adaptive, and the
+        // check resumes with the defaults rather than leaving the destination unprotected.
+        adaptive: (cfg.flags & rule_flags::ADAPTIVE != 0).then(Default::default),
         priority: None,
+        derived: cfg.flags & rule_flags::DERIVED != 0,
     }
+}
+
+/// The LPM key of an address destination; a Service must have been resolved before.
+fn kernel_key(dest: &Dest) -> anyhow::Result<(u32, DestAddr)> {
+    dest.lpm_key()
+        .ok_or_else(|| anyhow!("{dest} is a Service: only its resolved addresses go to the kernel"))
 }
 
 impl Tables {
@@ -179,14 +192,14 @@ impl Tables {
 
     /// Publishes or atomically replaces the rule of `dest`.
     pub fn publish(&mut self, dest: &Dest, cfg: &RuleConfig) -> anyhow::Result<()> {
-        let (prefix, data) = dest.lpm_key();
+        let (prefix, data) = kernel_key(dest)?;
         let key = Key::new(prefix, data);
         with_retry(|| self.rules.insert(&key, cfg, 0))
             .with_context(|| format!("publish the rule for {dest} (rules map full?)"))
     }
 
     pub fn unpublish(&mut self, dest: &Dest) -> anyhow::Result<()> {
-        let (prefix, data) = dest.lpm_key();
+        let (prefix, data) = kernel_key(dest)?;
         self.rules
             .remove(&Key::new(prefix, data))
             .with_context(|| format!("remove the rule for {dest}"))
@@ -194,7 +207,7 @@ impl Tables {
 
     /// Sets the parameters of the next seeding run.
     pub fn set_seed(&mut self, id: u64, dest: &Dest) -> anyhow::Result<()> {
-        let (prefix_len, dest) = dest.lpm_key();
+        let (prefix_len, dest) = kernel_key(dest)?;
         let req = SeedRequest {
             rule_id: id,
             prefix_len,
@@ -227,6 +240,7 @@ impl Tables {
                     .sum(),
                 ..Default::default()
             },
+            service: Default::default(),
         })
     }
 }
@@ -257,3 +271,7 @@ fn side_status(slots: &SideSlots, stats: &SideStats, epoch: u64) -> SideStatus {
         refused,
     }
 }
+
+#[cfg(test)]
+#[path = "tables_tests.rs"]
+mod tests;

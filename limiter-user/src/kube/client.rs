@@ -14,21 +14,20 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(5);
 /// Appended to every "no config" error: what the user can do about it.
 const HINT: &str = "svc/ destinations need the in-cluster service account or --kubeconfig";
 
-/// A client for the API server, checked to answer within [`API_TIMEOUT`].
+/// A client for the API server and its URL, without asking the server anything: the daemon
+/// starts (and keeps enforcing its address rules) while the API server is down, the watchers
+/// retry, and [`check_reachable`] tells the log whether it answers.
 ///
 /// With `kubeconfig`, that file (its current context). Without, the in-cluster service account
 /// first, since the DaemonSet is the normal deployment and its service account is what the
 /// ClusterRole in deploy/kubernetes grants; else `KUBECONFIG` or `~/.kube/config`, for a daemon
 /// run on a node by hand.
-pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String)> {
     let config = load_config(kubeconfig).await?;
-    let url = config.cluster_url.clone();
+    let url = config.cluster_url.to_string();
     let client = Client::try_from(config)
         .with_context(|| format!("cannot build a Kubernetes client for {url}"))?;
-    check_reachable(&client, API_TIMEOUT)
-        .await
-        .with_context(|| format!("Kubernetes API server {url}"))?;
-    Ok(client)
+    Ok((client, url))
 }
 
 async fn load_config(kubeconfig: Option<&Path>) -> anyhow::Result<Config> {

@@ -4,10 +4,17 @@ use super::*;
 use crate::kube::testing::MockApi;
 use crate::testutil::TempDir;
 
-/// The whole anyhow chain, as the daemon's error report prints it.
+/// The whole anyhow chain of building a client for `path` and checking it answers, as the
+/// daemon logs it.
 async fn connect_error(path: &Path) -> String {
-    match connect(Some(path)).await {
-        Ok(_) => panic!("connect({}) should fail", path.display()),
+    let connected = async {
+        let (client, url) = client(Some(path)).await?;
+        check_reachable(&client, API_TIMEOUT)
+            .await
+            .with_context(|| format!("Kubernetes API server {url}"))
+    };
+    match connected.await {
+        Ok(()) => panic!("connecting with {} should fail", path.display()),
         Err(e) => format!("{e:#}"),
     }
 }

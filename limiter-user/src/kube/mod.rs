@@ -3,16 +3,17 @@
 //! and watching both so the result follows scale-ups, moves and deletions within seconds.
 //!
 //! Paths name the crate as `::kube`: at the crate root this module shadows it.
-#![allow(dead_code, unused_imports)] // until the daemon wires it (issue #6)
 
 mod client;
+mod dataplane;
 mod resolve;
 mod service_ref;
 #[cfg(test)]
 mod testing;
 mod watch;
 
-pub use client::{API_TIMEOUT, check_reachable, connect};
+pub use client::{API_TIMEOUT, check_reachable, client};
+pub use dataplane::{ApiAccess, ServiceDataplane};
 pub use resolve::{ResolveState, Resolved, resolve};
 pub use service_ref::{PortRef, ServiceRef, ServiceRefError};
 pub use watch::watch;
