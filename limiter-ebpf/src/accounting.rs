@@ -205,7 +205,13 @@ fn active_established(ctx: &SockOpsContext) -> Result<(), ()> {
     enable_close_callback(ctx);
     rec.side = side::OUTBOUND;
     rec.dest = addr::dest(s.remote, s.remote_port);
-    // rec.peer of an outbound socket is its client pod key (set with its slot), not an address.
+    // rec.peer of an outbound socket is its client pod key, not an address: set by connect()
+    // with its slot, else here, so a rule created later can count the socket to its pod.
+    if rec.peer[0] != 0xff {
+        // SAFETY: the helper reads the socket's network namespace from the context.
+        let cookie = unsafe { bpf_get_netns_cookie(ctx.ops as *mut core::ffi::c_void) };
+        rec.peer = crate::admit::client_key(cookie);
+    }
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let held = rec.rule_id;
@@ -222,8 +228,14 @@ fn active_established(ctx: &SockOpsContext) -> Result<(), ()> {
     let rule_id = cfg.id;
     let slots = rules::slots(rule_id, side::OUTBOUND).ok_or(())?;
     force_take(slots);
+    // Connected without a decision (the rule came after connect()): it still counts to its pod.
+    let entity = crate::admit::take_entity_slot(cfg, rec);
     if !cas(conn::rule_id_ptr(rec), held, rule_id).1 {
         crate::slots::give_back(slots);
+        if let Some(src) = entity {
+            crate::slots::give_back(src);
+            rec.flags = 0;
+        }
         return Ok(());
     }
     conn::count_established(rec, rule_id, now);

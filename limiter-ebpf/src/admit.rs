@@ -2,13 +2,13 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use limiter_common::{
-    CONN_F_PER_SOURCE, RuleConfig, SideSlots, SourceKey, reason, rule_flags, side,
+    CONN_F_PER_SOURCE, ConnRecord, RuleConfig, SideSlots, SourceKey, reason, rule_flags, side,
 };
 
 use crate::{
     maps::{SHED, SOURCES},
     rules,
-    slots::{give_back, mark_pending, rate_admit, reclaim, take},
+    slots::{force_take, give_back, mark_pending, rate_admit, reclaim, take},
 };
 
 pub enum Decision {
@@ -77,6 +77,28 @@ pub fn client_key(netns_cookie: u64) -> [u8; 16] {
     [
         0xff, 0, 0, 0, 0, 0, 0, 0, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
     ]
+}
+
+/// For a connection counted under `cfg` without a decision (adopted by seeding, or connected
+/// before its rule existed): on the client side, where `max_connections` counts per client
+/// pod, it also takes its pod's slot, so that pod's next connect() sees it. Call before the
+/// compare-and-swap that makes the socket the rule's: the close path must find the flag set.
+/// Returns the pod slot taken, to give back if that compare-and-swap fails.
+#[inline(always)]
+pub fn take_entity_slot(cfg: &RuleConfig, rec: &mut ConnRecord) -> Option<*mut SideSlots> {
+    let per_pod = rec.side == side::OUTBOUND
+        && cfg.max_connections != 0
+        && cfg.flags & rule_flags::SIDE_CLIENT != 0
+        // A pod key (client_key) was recorded: ff00::/8.
+        && rec.peer[0] == 0xff;
+    if !per_pod {
+        rec.flags = 0;
+        return None;
+    }
+    let src = source_slots(cfg.id, &rec.peer)?;
+    force_take(src);
+    rec.flags = CONN_F_PER_SOURCE;
+    Some(src)
 }
 
 /// Decides a new connection of `which` side to the rule `cfg`. On admission the slots are

@@ -10,10 +10,11 @@ use aya_ebpf::helpers::generated::bpf_sk_storage_get;
 use limiter_common::{CONN_CLOSED, ConnRecord, DestAddr, SeedRequest, phase};
 
 use crate::{
+    admit::take_entity_slot,
     conn,
     maps::{RULE_STATE, SEED, conns_ptr},
     rules,
-    slots::force_take,
+    slots::{force_take, give_back},
     sync::cas,
 };
 
@@ -83,12 +84,22 @@ pub fn try_seed(ctx: *mut IterCtx) -> i32 {
     let Some(slots) = rules::slots(req.rule_id, rec.side) else {
         return 0;
     };
+    // The rule as published: a client-side limit counts per pod, and the pod's share must
+    // include what it already holds. (A server-side per-source share is not seeded.)
+    let entity = match rules::lookup(&rec.dest) {
+        Some(cfg) if cfg.id == req.rule_id => take_entity_slot(cfg, rec),
+        _ => {
+            rec.flags = 0;
+            None
+        }
+    };
     if cas(conn::rule_id_ptr(rec), current, req.rule_id).1 {
-        // The per-source share of an adopted socket is not tracked: it took none.
-        rec.flags = 0;
         force_take(slots);
         let established = rec.established_ns;
         conn::count_established(rec, req.rule_id, established);
+    } else if let Some(src) = entity {
+        give_back(src);
+        rec.flags = 0;
     }
     0
 }
