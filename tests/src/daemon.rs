@@ -33,6 +33,9 @@ pub struct Daemon {
     log: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
     socket: PathBuf,
+    /// The extra `limiter daemon` arguments, given again on a restart (as a real restart
+    /// would: same unit, same flags).
+    args: Vec<std::ffi::OsString>,
     // Dropped in this order: the mount before the folder that holds it.
     bpffs: BpffsMount,
     _dir: TempDir,
@@ -55,6 +58,7 @@ impl Daemon {
             log,
             readers,
             socket,
+            args: extra_args.iter().map(|a| a.as_ref().to_owned()).collect(),
             bpffs,
             _dir: dir,
         };
@@ -79,7 +83,7 @@ impl Daemon {
             .unwrap_or_else(|| panic!("daemon still running {STOP_TIMEOUT:?} after {signal}"));
         self.note(format!("---- daemon stopped by {signal} ({status}) ----"));
         while_down();
-        let (child, readers) = spawn(&self.socket, self.bpffs.path(), &[] as &[&str], &self.log);
+        let (child, readers) = spawn(&self.socket, self.bpffs.path(), &self.args, &self.log);
         self.child = child;
         self.readers.extend(readers);
         self.note("---- daemon restarted on the same pins ----".into());

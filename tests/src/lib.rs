@@ -6,20 +6,24 @@
 //! [`Daemon`] with a private control socket and a private bpffs mount. See `tests/README.md`.
 
 pub mod bpffs;
+pub mod cgroup;
 pub mod cli;
 mod cmd;
 pub mod daemon;
+pub mod kube_api;
 pub mod measure;
 pub mod netns;
 pub mod service;
 pub mod status;
 pub mod testbed;
 pub mod traffic;
+pub mod workload;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use bpffs::BpffsMount;
+pub use cgroup::CpuCgroup;
 pub use cli::{limiter_bin, limiter_cli};
 pub use daemon::{Daemon, DaemonExit, run_daemon_to_exit};
 pub use measure::{Outcomes, REJECT_LATENCY, expect_exactly, peak_while, percentile};

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use limiter_integration_tests::status::{counter, find_destination, nonzero_numbers};
-use limiter_integration_tests::{Daemon, Testbed, holds_for, require_root, wait_until};
+use limiter_integration_tests::{
+    Daemon, Testbed, expect_exactly, holds_for, require_root, wait_until,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -97,6 +99,42 @@ fn rule_created_while_open_counts_existing() {
         steady,
         "{dest}: active left zero after the connections closed: {last:#}"
     );
+}
+
+/// A client-side limit counts per client pod, so a rule created over open connections must
+/// count them to the pod that holds them: that pod is full, another pod is not. (Accounting
+/// covers both sides: the server pod counts them inbound too.)
+#[test]
+fn client_rule_created_while_open_counts_them_to_their_pod() {
+    let _root = require_root();
+    let bed = Testbed::new(3);
+    let dest = bed.pod(2).addr_v4(8080);
+    let _server = bed.pod(2).hold_server(dest);
+    let daemon = Daemon::start();
+    let held = bed.pod(1).connect_all(dest, 2);
+
+    daemon.set(dest, &["--max-connections", "2", "--side", "client"]);
+    daemon.wait_for_active(dest, 2, 2);
+    expect_exactly(
+        "pod 1, already holding 2 of 2",
+        &bed.pod(1)
+            .connect_many_timed(dest, 3, Duration::from_secs(3)),
+        0,
+    );
+    let pod3 = bed
+        .pod(3)
+        .connect_many_timed(dest, 3, Duration::from_secs(3));
+    expect_exactly("pod 3, holding none", &pod3, 2);
+    // Closing the adopted connections gives pod 1 its share back.
+    drop(held);
+    daemon.wait_for_active(dest, 2, 2);
+    expect_exactly(
+        "pod 1 after closing its 2",
+        &bed.pod(1)
+            .connect_many_timed(dest, 3, Duration::from_secs(3)),
+        2,
+    );
+    drop(pod3);
 }
 
 /// Only destinations with a rule are listed; a rule without traffic shows zeros everywhere.
