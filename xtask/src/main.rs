@@ -1,6 +1,7 @@
 //! limiter's project tasks, usually run through `./x` (which installs the toolchain first):
 //! `cargo xtask test` runs every test, `cargo xtask lint` every check CI makes.
 mod bench;
+mod overload_plot;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -26,6 +27,9 @@ enum Task {
     /// limiter against iptables, nftables and no limiter, measured side by side (root):
     /// writes docs/benchmarks.md and its plots.
     Bench(bench::BenchArgs),
+    /// Draws docs/bench/overload.png from the overload integration test's timeline (run it with
+    /// LIMITER_OVERLOAD_TIMELINE=target/overload/timeline.csv).
+    PlotOverload(overload_plot::PlotArgs),
 }
 
 #[derive(clap::Args)]
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test(&args),
         Task::Lint => lint(),
         Task::Bench(args) => bench::run(&args),
+        Task::PlotOverload(args) => overload_plot::run(&args),
     };
     // Printed by hand: returning the error would add a backtrace whenever RUST_BACKTRACE is set,
     // burying the one line that says which step failed.

@@ -14,7 +14,8 @@ mod flood;
 mod footprint;
 mod machine;
 mod net;
-mod plot;
+mod overload;
+pub(crate) mod plot;
 mod refusal;
 mod report;
 mod scaling;
@@ -41,7 +42,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Run only these scenarios (comma-separated): accuracy, refusal, accepted, scaling,
-    /// decision, flood, footprint.
+    /// decision, flood, footprint, overload.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
 }
@@ -127,7 +128,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     for name in &args.only {
-        if !SCENARIOS.iter().any(|(n, _, _)| n == name) {
+        if name != "overload" && !SCENARIOS.iter().any(|(n, _, _)| n == name) {
             bail!("unknown scenario {name:?}");
         }
     }
@@ -153,7 +154,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let build = format!("{profile} (`{}`)", shown.display());
     let mut machine = machine::Machine::read(&build);
 
-    let mut world = World::new(bin, crate::target_dir().join("bench-work"))?;
+    let mut world = World::new(bin.clone(), crate::target_dir().join("bench-work"))?;
     let mut carry = Carry::default();
     let mut sections = Vec::new();
     for (name, title, scenario) in SCENARIOS {
@@ -184,12 +185,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
         sections.push(section);
     }
-    if args.only.is_empty() {
-        sections.push(overload());
-    }
     drop(world);
-
     let plots_dir = out.parent().unwrap_or(&crate::root()).join("bench");
+    if args.only.is_empty() || args.only.iter().any(|o| o == "overload") {
+        let title = "8. Overload";
+        eprintln!("bench: {title} ...");
+        let t = Instant::now();
+        let mut section = overload::run(&bin, !args.quick, &plots_dir)
+            .unwrap_or_else(|e| failed(title, &format!("{e:#}")));
+        section.title = title.into();
+        eprintln!(
+            "bench: {title}: {} numbers in {:.0} s",
+            section.values,
+            t.elapsed().as_secs_f64()
+        );
+        sections.push(section);
+    }
     for plot in sections.iter().flat_map(|s| &s.plots) {
         plot::render(&plots_dir, plot)?;
     }
@@ -204,7 +215,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     let empty: Vec<String> = sections
         .iter()
-        .filter(|s| !s.title.starts_with("8.") && (s.values == 0 || !s.gaps.is_empty()))
+        .filter(|s| s.values == 0 || !s.gaps.is_empty())
         .map(|s| format!("{}: {} numbers, missing {:?}", s.title, s.values, s.gaps))
         .collect();
     if !empty.is_empty() {
@@ -233,16 +244,6 @@ fn failed(title: &str, why: &str) -> Section {
     s.intro
         .push(format!("**This scenario failed in this run**: {why}"));
     s.gaps.push(format!("failed: {why}"));
-    s
-}
-
-fn overload() -> Section {
-    let mut s = Section::new("8. Overload");
-    s.intro.push(
-        "Not yet measured: needs the overload protection (issue 4). The step-response figures \
-         of that issue will be measured here once it has landed."
-            .into(),
-    );
     s
 }
 
