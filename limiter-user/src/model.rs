@@ -143,6 +143,11 @@ pub struct OverloadStatus {
     pub cpu: Option<f64>,
     /// Where `cpu` is read from: `cgroup PATH`, `listener pid N cgroup PATH`, or `node`.
     pub cpu_source: Option<String>,
+    /// Share of the last interval's CFS periods in which the workload was throttled (0-1),
+    /// where its cgroup reports it.
+    pub cpu_throttled: Option<f64>,
+    /// The workload's CPU pressure, PSI `some avg10` (%), where available.
+    pub cpu_pressure: Option<f64>,
     /// Established connections on the measured side.
     pub inflight: Option<u64>,
     /// Most connections completed in one bucket of the window.

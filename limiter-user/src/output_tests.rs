@@ -72,6 +72,8 @@ fn status_json_has_the_documented_fields() {
     for field in [
         "cpu",
         "cpu_source",
+        "cpu_throttled",
+        "cpu_pressure",
         "inflight",
         "max_pass",
         "min_rt_ms",

@@ -53,6 +53,11 @@ pub struct NodeInput {
 pub struct DestReport {
     /// Filtered CPU of the workload, fraction of what it may use.
     pub cpu: Option<f64>,
+    /// Share of the last tick's enforcement periods in which the workload was throttled, and
+    /// its CPU pressure (`some avg10`, %), where the cgroup has them: shown, not used by the
+    /// check (throttling alone also marks a workload at its quota with an empty queue).
+    pub throttled: Option<f64>,
+    pub pressure: Option<f64>,
     pub inflight: u64,
     pub max_pass: Option<f64>,
     pub min_rt_ms: Option<f64>,
@@ -150,8 +155,14 @@ impl Controller {
                 cpu.unwrap_or(0.0)
             };
             let verdict = check.bbr.evaluate(now_ns, armed_cpu, c.active);
+            let (throttled, pressure) = match sample {
+                Some(s) => (s.throttled_ratio, s.pressure_some_avg10),
+                None => (check.report.throttled, check.report.pressure),
+            };
             check.report = DestReport {
                 cpu,
+                throttled,
+                pressure,
                 inflight: c.active,
                 max_pass: check.bbr.max_pass(now_ns),
                 min_rt_ms: check.bbr.min_rt_ms(now_ns),

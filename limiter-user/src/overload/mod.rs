@@ -180,6 +180,8 @@ impl Overload {
             s.overload = OverloadStatus {
                 cpu: report.cpu,
                 cpu_source: state.sources.describe(&rule.destination),
+                cpu_throttled: report.throttled,
+                cpu_pressure: report.pressure,
                 inflight: Some(report.inflight),
                 max_pass: report.max_pass,
                 min_rt_ms: report.min_rt_ms,
