@@ -9,7 +9,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use limiter_integration_tests::status::{counter, destinations};
-use limiter_integration_tests::{Daemon, Testbed, require_root, run_daemon_to_exit, wait_until};
+use limiter_integration_tests::{
+    CpuCgroup, Daemon, Testbed, require_root, run_daemon_to_exit, wait_until,
+};
 use prometheus_parse::{Scrape, Value as Sample};
 use serde_json::Value;
 
@@ -262,4 +264,94 @@ fn the_endpoint_is_off_when_asked_and_a_busy_port_stops_the_start() {
         stderr.contains("`localhost:9464` is not ADDRESS:PORT or none"),
         "{stderr}"
     );
+}
+
+/// The overload check's state is exported as `limiter status` shows it: shedding, the limit in
+/// force, maxInflight, the node's overload, and the shed refusals. The node is made overloaded
+/// by a system rule at half its current load; the destination's own CPU is an idle cgroup's.
+#[test]
+fn overload_metrics_match_status() {
+    let _root = require_root();
+    let bed = Testbed::new(2);
+    let dest = bed.pod(2).addr_v4(18200);
+    let _server = bed.pod(2).hold_server(dest);
+    let idle = CpuCgroup::new("metrics-overload", 1.0);
+    let daemon = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0"]);
+    let cgroup = idle.path();
+    daemon.set(
+        dest,
+        &[
+            "--adaptive",
+            "--side",
+            "server",
+            "--workload-cgroup",
+            &cgroup,
+        ],
+    );
+    let addr = metrics_addr(&daemon);
+    daemon.wait_for_dest(dest, Duration::from_secs(3), "the check running", |d| {
+        d["cpu_source"].is_string()
+    });
+    for _ in 0..8 {
+        drop(bed.pod(1).connect_all(dest, 1));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    daemon.wait_for_dest(dest, Duration::from_secs(5), "a maxInflight", |d| {
+        d["max_inflight"].as_u64().is_some()
+    });
+    let s = scrape(&addr);
+    let label = format!("destination={dest}");
+    assert_eq!(samples(&s, "limiter_destination_shedding")[&label], 0.0);
+    assert_eq!(one(&s, "limiter_node_overloaded"), 0.0);
+
+    let load1: f64 = std::fs::read_to_string("/proc/loadavg")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .unwrap();
+    let bound = format!("{:.3}", (load1 / 2.0).max(0.001));
+    daemon.cli_ok(&["system", "set", "--max-load1", &bound]);
+    daemon.wait_for_dest(dest, Duration::from_secs(3), "shedding", |d| {
+        d["shedding"] == true
+    });
+    let refused = bed
+        .pod(1)
+        .connect_many_timed(dest, 10, Duration::from_secs(3));
+    let mut last = String::new();
+    let matched = wait_until(Duration::from_secs(10), || {
+        let before = daemon.dest_status(dest);
+        let s = scrape(&addr);
+        let after = daemon.dest_status(dest);
+        if before != after || after["shedding"] != true {
+            return false;
+        }
+        let want = (
+            1.0,
+            after["shed_limit"].as_f64(),
+            after["max_inflight"].as_f64(),
+            after["inbound"]["refused"]["shed"]["reject"].as_f64(),
+            1.0,
+        );
+        let seen = (
+            samples(&s, "limiter_destination_shedding")[&label],
+            samples(&s, "limiter_destination_shed_limit")
+                .get(&label)
+                .copied(),
+            samples(&s, "limiter_destination_max_inflight")
+                .get(&label)
+                .copied(),
+            samples(&s, "limiter_destination_refused_total")
+                .get(&format!("action=reject,{label},reason=shed,side=inbound"))
+                .copied(),
+            one(&s, "limiter_node_overloaded"),
+        );
+        last = format!("want {want:?}, scraped {seen:?}");
+        seen == want && want.3.is_some_and(|n| n > 0.0)
+    });
+    assert!(
+        matched,
+        "overload metrics do not match `limiter status`: {last}"
+    );
+    drop(refused);
 }
