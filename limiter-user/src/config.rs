@@ -32,7 +32,8 @@ pub struct DaemonSection {
     pub socket_group: Option<SocketGroup>,
     /// Kubeconfig for `svc/` destinations (default: in-cluster, KUBECONFIG, ~/.kube/config).
     pub kubeconfig: Option<PathBuf>,
-    /// This node's Kubernetes name (default: NODE_NAME, else the host name).
+    /// This node's Kubernetes name; --node-name and NODE_NAME override it (default: the host
+    /// name).
     pub node_name: Option<String>,
 }
 

@@ -326,6 +326,16 @@ impl Dataplane for ServiceDataplane {
             for d in w.applied.keys() {
                 self.inner.delete_rule(d)?;
             }
+            // Another Service rule resolving to one of these addresses takes it now.
+            let waiting: Vec<Dest> = shared
+                .services
+                .iter()
+                .filter(|(_, o)| o.shadowed.iter().any(|d| w.applied.contains_key(d)))
+                .map(|(d, _)| d.clone())
+                .collect();
+            for svc in waiting {
+                reconcile(&*self.inner, &mut shared, &svc);
+            }
             return Ok(true);
         }
         let existed = self.inner.delete_rule(dest)?;

@@ -242,3 +242,15 @@ fn without_api_access_a_service_rule_is_refused_and_address_rules_work() {
         .unwrap();
     assert_eq!(kernel(&mem).len(), 1);
 }
+
+#[test]
+fn of_two_service_rules_on_one_address_the_second_takes_it_when_the_first_goes() {
+    let mem = Arc::new(MemoryDataplane::default());
+    let first = rule("svc/default/web", json!({"max_connections": 2}));
+    let second = rule("svc/default/web-alias", json!({"max_connections": 7}));
+    let dp = watched(&mem, &first, ready(&["10.96.0.10:80"], &[]));
+    deliver(&dp, &second, ready(&["10.96.0.10:80"], &[]));
+    assert_eq!(kernel(&mem)["10.96.0.10:80"].max_connections, Some(2));
+    assert!(dp.delete_rule(&first.destination).unwrap());
+    assert_eq!(kernel(&mem)["10.96.0.10:80"].max_connections, Some(7));
+}
