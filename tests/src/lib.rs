@@ -110,7 +110,17 @@ pub fn require_root() -> Privileged {
 
 /// Polls `condition` every 10 ms until it holds (true) or `timeout` passes (false).
 /// The condition is always evaluated once more at the deadline.
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
+    wait_until_every(timeout, Duration::from_millis(10), condition)
+}
+
+/// [`wait_until`], polling every `interval` (slower polling where each check runs a process
+/// and the CPU under test matters).
+pub fn wait_until_every(
+    timeout: Duration,
+    interval: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if condition() {
@@ -119,7 +129,7 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(interval);
     }
 }
 

@@ -19,18 +19,22 @@ fn tcp_socket(addr: SocketAddr) -> io::Result<Socket> {
     Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
 }
 
+/// A listener on `addr` in the calling thread's network namespace (SO_REUSEADDR, IPV6_V6ONLY
+/// for v6) with `backlog`.
+pub fn listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let socket = tcp_socket(addr)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
 /// A listener on `addr` created inside `ns` (SO_REUSEADDR, IPV6_V6ONLY for v6, backlog 1024).
 pub fn listen(ns: &NetNs, addr: SocketAddr) -> TcpListener {
-    let result = ns.enter(|| -> io::Result<TcpListener> {
-        let socket = tcp_socket(addr)?;
-        socket.set_reuse_address(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
-        socket.bind(&addr.into())?;
-        socket.listen(BACKLOG)?;
-        Ok(socket.into())
-    });
+    let result = ns.enter(|| listener(addr, BACKLOG));
     result.unwrap_or_else(|e| panic!("listen on {addr} in netns {}: {e}", ns.name()))
 }
 

@@ -425,17 +425,8 @@ fn save_timeline(samples: &[Sample], flood: (Duration, Duration), suffix: &str) 
 /// Polls `condition` every 100 ms until it holds (true) or `timeout` passes (false). Slower
 /// than `wait_until`, since each `limiter status` runs a process: on two cores, polling every
 /// 10 ms would take CPU from the workload under test.
-fn poll(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn poll(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
+    limiter_integration_tests::wait_until_every(timeout, Duration::from_millis(100), condition)
 }
 
 /// Shed refusals of one status entry, by its `shed_total` or, if absent, its side counters.

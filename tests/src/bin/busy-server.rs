@@ -7,11 +7,11 @@
 //! Prints `listening on ADDR` once it listens; runs until killed.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use limiter_integration_tests::traffic::listener;
 use limiter_integration_tests::workload::burn_cpu;
-use socket2::{Domain, Protocol, Socket, Type};
 
 /// Far above any flood a test makes: the server never drops a SYN itself.
 const BACKLOG: i32 = 4096;
@@ -19,17 +19,6 @@ const BACKLOG: i32 = 4096;
 fn usage() -> ! {
     eprintln!("usage: busy-server ADDR CPU_MS   (e.g. busy-server 10.77.2.2:8080 100)");
     std::process::exit(2);
-}
-
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
 }
 
 fn serve(mut stream: TcpStream, cpu: Duration) {
@@ -45,7 +34,7 @@ fn main() {
         usage()
     };
     let cpu = Duration::from_millis(cpu_ms);
-    let listener = listen(addr).unwrap_or_else(|e| {
+    let listener = listener(addr, BACKLOG).unwrap_or_else(|e| {
         eprintln!("busy-server: listen on {addr}: {e}");
         std::process::exit(1);
     });
