@@ -84,6 +84,35 @@ impl PartialEq for Response {
 }
 
 impl Response {
+    /// The answer as one line of JSON, ending in `\n`. A successful answer is written around
+    /// its pre-serialized data in place (the data's buffer grows by a few bytes, which for a
+    /// large answer is a remap, not a copy), so `status` of many destinations holds its text
+    /// once, not twice.
+    pub fn into_line(self) -> Vec<u8> {
+        match self {
+            Response {
+                ok: true,
+                data: Some(data),
+                error: None,
+            } => {
+                const HEAD: &str = "{\"ok\":true,\"data\":";
+                let mut text = String::from(Box::<str>::from(data));
+                text.reserve(HEAD.len() + 2);
+                text.insert_str(0, HEAD);
+                text.push_str("}\n");
+                text.into_bytes()
+            }
+            other => {
+                let mut line = serde_json::to_vec(&other).unwrap_or_else(|e| {
+                    serde_json::to_vec(&Response::error(format!("cannot encode the answer: {e}")))
+                        .unwrap_or_default()
+                });
+                line.push(b'\n');
+                line
+            }
+        }
+    }
+
     pub fn ok(data: impl Serialize) -> Self {
         match serde_json::value::to_raw_value(&data) {
             Ok(raw) => Self {
@@ -209,6 +238,14 @@ mod tests {
             serde_json::to_value(&err).unwrap(),
             json!({"ok": false, "error": "no rule for 10.0.0.9:80"})
         );
+        // The line on the wire is the same document, one line, newline-terminated.
+        for r in [ok.clone(), err.clone(), Response::ok(json!({"a": "b\nc"}))] {
+            let line = r.clone().into_line();
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+            let back: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(back, serde_json::to_value(&r).unwrap());
+        }
         assert_eq!(ok.into_result().unwrap(), json!([1]));
         assert_eq!(
             err.into_result().unwrap_err().to_string(),

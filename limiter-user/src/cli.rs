@@ -339,12 +339,14 @@ impl SetArgs {
             syn_burst: self.syn_burst,
             per_source: self.per_source,
             dry_run: self.dry_run,
-            adaptive: self.adaptive.then(|| Adaptive {
-                cpu_threshold: self.cpu_threshold,
-                window: self.window,
-                buckets: self.buckets,
-                cooldown: self.cooldown,
-                workload_cgroup: self.workload_cgroup.clone(),
+            adaptive: self.adaptive.then(|| {
+                Box::new(Adaptive {
+                    cpu_threshold: self.cpu_threshold,
+                    window: self.window,
+                    buckets: self.buckets,
+                    cooldown: self.cooldown,
+                    workload_cgroup: self.workload_cgroup.clone(),
+                })
             }),
             priority: self.priority,
             derived: false,

@@ -151,11 +151,7 @@ async fn serve_connection(
             .unwrap_or_else(|e| Response::error(format!("internal error: {e}"))),
         Err(message) => Response::error(message),
     };
-    let mut line = serde_json::to_vec(&response).unwrap_or_else(|e| {
-        serde_json::to_vec(&Response::error(format!("cannot encode the answer: {e}")))
-            .unwrap_or_default()
-    });
-    line.push(b'\n');
+    let line = response.into_line();
     let written = tokio::time::timeout(SERVER_IO_TIMEOUT, async {
         write.write_all(&line).await?;
         write.shutdown().await

@@ -25,8 +25,9 @@ pub enum Dest {
         port: u16,
     },
     /// `svc/NAMESPACE/NAME[:PORT]`: a Kubernetes Service, resolved by the daemon into address
-    /// rules (crate::kube). Never reaches the kernel itself.
-    Service(ServiceRef),
+    /// rules (crate::kube). Never reaches the kernel itself. Boxed: the daemon keeps tens of
+    /// thousands of address destinations, which must not pay for two strings each.
+    Service(Box<ServiceRef>),
 }
 
 /// Why a string is not a destination. Every message says what was expected.
@@ -72,7 +73,7 @@ impl FromStr for Dest {
             return Err(DestError::Empty);
         }
         if s.starts_with("svc/") {
-            return Ok(Dest::Service(s.parse()?));
+            return Ok(Dest::Service(Box::new(s.parse()?)));
         }
         if s.contains('%') {
             return Err(DestError::ScopeId { input: s.into() });

@@ -61,8 +61,9 @@ pub struct RuleSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
     /// Overload protection (`--adaptive`): shed new connections while the workload is saturated.
+    /// Boxed: most of tens of thousands of rules have none, and the rule book keeps two copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adaptive: Option<Adaptive>,
+    pub adaptive: Option<Box<Adaptive>>,
     /// Criticality under node-wide overload (`--priority`); None = critical.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Criticality>,
