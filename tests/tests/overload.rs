@@ -969,3 +969,23 @@ fn busy_server_runs_all_its_threads_in_the_quota_cgroup() {
         assert!(!dir.exists(), "{} removed on drop", dir.display());
     }
 }
+
+/// Without `--workload-cgroup`, the check finds the workload from the process listening on the
+/// destination (in the server pod's namespace) and reads that process's cgroup.
+#[test]
+fn the_listeners_cgroup_is_found_without_naming_it() {
+    let _root = require_root();
+    let s = Setup::new();
+    s.daemon.set(s.dest, &["--adaptive"]);
+    let want = format!(
+        "listener pid {} cgroup {}",
+        s._server.pid(),
+        s.cgroup.path()
+    );
+    let d = s
+        .daemon
+        .wait_for_dest(s.dest, Duration::from_secs(5), &want, |d| {
+            d["cpu_source"] == want.as_str()
+        });
+    println!("cpu source found: {} (cpu {})", d["cpu_source"], d["cpu"]);
+}
