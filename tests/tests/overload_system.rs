@@ -143,8 +143,19 @@ fn node_overload_sheds_sheddable_first_and_a_dead_daemon_sheds_nothing() {
         "after restart: sheddable active {}",
         counter(&d, "inbound", "active")
     );
-    // The runtime system rule survived the restart.
+    // The runtime system rule and the rules' overload settings survived the restart.
     let system = daemon.cli_json(&["system", "get", "-o", "json"]);
     assert_eq!(system["source"], "runtime", "{system}");
+    let list = daemon.list_json();
+    let listed = list
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["destination"] == sheddable.to_string()))
+        .unwrap_or_else(|| panic!("{sheddable} not listed: {list:#}"));
+    assert_eq!(
+        listed["adaptive"]["workload_cgroup"],
+        cgroup.as_str(),
+        "{listed:#}"
+    );
+    assert_eq!(listed["priority"], "sheddable", "{listed:#}");
     drop((attempts_crit, attempts_shed, after));
 }
