@@ -12,7 +12,7 @@
 //! [`allocate`], so sheddable destinations lose first and critical-plus last, each class keeping
 //! its minimum share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use limiter_overload::signals::{CpuReading, Sampler};
 use limiter_overload::{Bbr, Criticality, Demand, Ewma, OverloadConfig, allocate};
@@ -122,7 +122,8 @@ impl Controller {
         inputs: &[DestInput<'_>],
     ) -> Vec<Option<u64>> {
         let node_factor = self.observe_node(now_ns, node, system);
-        self.dests.retain(|d, _| inputs.iter().any(|i| i.dest == d));
+        let live: HashSet<&Dest> = inputs.iter().map(|i| i.dest).collect();
+        self.dests.retain(|d, _| live.contains(d));
         let mut wants = Vec::with_capacity(inputs.len());
         for input in inputs {
             let check = self.check_for(input);

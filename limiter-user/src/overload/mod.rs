@@ -7,7 +7,7 @@ mod controller;
 mod listener;
 mod sources;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -102,6 +102,8 @@ impl Overload {
                 .map(|l| l.one),
         };
         let mut inputs = Vec::with_capacity(rules.len());
+        // The measured side of each input, in the same order.
+        let mut sides = Vec::with_capacity(rules.len());
         for rule in &rules {
             let Some(adaptive) = &rule.adaptive else {
                 continue;
@@ -128,6 +130,7 @@ impl Overload {
                 }
             };
             let reading = state.sources.read(now, &rule.destination, adaptive);
+            sides.push(side);
             inputs.push(DestInput {
                 dest: &rule.destination,
                 adaptive,
@@ -137,11 +140,10 @@ impl Overload {
             });
         }
         let limits = state.controller.tick(now, node, system, &inputs);
-        state.sources.retain(|d| inputs.iter().any(|i| i.dest == d));
+        let live: HashSet<&Dest> = inputs.iter().map(|i| i.dest).collect();
+        state.sources.retain(|d| live.contains(d));
         let mut written = HashMap::new();
-        for (input, limit) in inputs.iter().zip(limits) {
-            let rule = rules.iter().find(|r| &r.destination == input.dest);
-            let side = rule.map_or(limiter_common::side::INBOUND, measured_side);
+        for ((input, limit), side) in inputs.iter().zip(limits).zip(sides) {
             let had = state.written.remove(input.dest);
             let result = match limit {
                 // Rewritten every tick: each write pushes the expiry on by SHED_TTL.
