@@ -210,6 +210,10 @@ pub trait Dataplane: Send + Sync + 'static {
     fn status(&self) -> anyhow::Result<Vec<DestinationStatus>>;
     /// Every rule in force (the daemon sorts them for display).
     fn rules(&self) -> Vec<RuleSpec>;
+    /// The rule in force for exactly `dest`, if any.
+    fn rule_of(&self, dest: &Dest) -> Option<RuleSpec> {
+        self.rules().into_iter().find(|r| &r.destination == dest)
+    }
     /// The rules with `--adaptive`, for the overload loop (four times a second).
     fn adaptive_rules(&self) -> Vec<RuleSpec> {
         self.rules()

@@ -300,6 +300,10 @@ impl Dataplane for EbpfDataplane {
         self.lock().rules.values().map(|(_, r)| r.clone()).collect()
     }
 
+    fn rule_of(&self, dest: &Dest) -> Option<RuleSpec> {
+        self.lock().rules.get(dest).map(|(_, r)| r.clone())
+    }
+
     fn adaptive_rules(&self) -> Vec<RuleSpec> {
         // Without cloning every rule: this runs four times a second beside 100k rules.
         self.lock()

@@ -166,25 +166,19 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Addresses held by rules set by hand (in the kernel, not derived by any watched Service).
-fn held_by_hand(inner: &dyn Dataplane, shared: &Shared) -> BTreeSet<Dest> {
-    inner
-        .rules()
-        .into_iter()
-        .filter(|r| !r.derived)
-        .map(|r| r.destination)
-        .filter(|d| !shared.services.values().any(|w| w.applied.contains_key(d)))
-        .collect()
+/// Whether a rule set by hand (by address: not derived from a Service) holds `dest`.
+fn held_by_hand(inner: &dyn Dataplane, dest: &Dest) -> bool {
+    inner.rule_of(dest).is_some_and(|r| !r.derived)
 }
 
 /// Puts `svc`'s address rules in force for its current resolution. Errors are logged: the next
 /// change retries, and `status` shows what is in force.
 fn reconcile(inner: &dyn Dataplane, shared: &mut Shared, svc: &Dest) {
-    let by_hand = held_by_hand(inner, shared);
     let Some(w) = shared.services.get(svc) else {
         return;
     };
     let want = derive(&w.rule, &w.resolved);
+    let by_hand: BTreeSet<&Dest> = want.keys().filter(|d| held_by_hand(inner, d)).collect();
     // An API error or a missing Service before any resolution must not lift what a previous
     // daemon put in force: only a resolved state replaces the address rules.
     let authoritative = !matches!(
@@ -356,12 +350,14 @@ impl Dataplane for ServiceDataplane {
         let shared = self.lock();
         let mut out = self.inner.status()?;
         let mut totals: BTreeMap<&Dest, (SideStatus, SideStatus)> = BTreeMap::new();
+        // Derived address (as status prints it) -> its Service rule: one lookup per line.
+        let owner: BTreeMap<String, &Dest> = shared
+            .services
+            .iter()
+            .flat_map(|(svc, w)| w.applied.keys().map(move |d| (d.to_string(), svc)))
+            .collect();
         for s in &mut out {
-            let Some((svc, _)) = shared
-                .services
-                .iter()
-                .find(|(_, w)| w.applied.keys().any(|d| d.to_string() == s.destination))
-            else {
+            let Some(&svc) = owner.get(&s.destination) else {
                 continue;
             };
             s.service.service = Some(svc.to_string());

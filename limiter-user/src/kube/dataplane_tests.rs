@@ -254,3 +254,27 @@ fn of_two_service_rules_on_one_address_the_second_takes_it_when_the_first_goes()
     assert!(dp.delete_rule(&first.destination).unwrap());
     assert_eq!(kernel(&mem)["10.96.0.10:80"].max_connections, Some(7));
 }
+
+#[test]
+fn status_names_the_service_of_derived_lines_and_sums_them_under_it() {
+    let mem = Arc::new(MemoryDataplane::default());
+    mem.apply_rule(&rule("10.0.0.1:22", json!({"max_connections": 1})))
+        .unwrap();
+    let svc = rule("svc/default/web", json!({"max_connections": 2}));
+    let dp = watched(&mem, &svc, ready(&["10.96.0.10:80"], &["10.1.0.7:8080"]));
+    let status = dp.status().unwrap();
+    let line = |d: &str| status.iter().find(|s| s.destination == d).unwrap();
+    assert_eq!(
+        line("10.96.0.10:80").service.service.as_deref(),
+        Some("svc/default/web")
+    );
+    assert_eq!(line("10.0.0.1:22").service.service, None);
+    let own = line("svc/default/web");
+    // MemoryDataplane counts one outbound connection per rule: the Service line has both.
+    assert_eq!(own.outbound.active, 2);
+    assert_eq!(own.service.service_state.as_deref(), Some("resolved"));
+    assert_eq!(
+        own.service.resolved.as_deref(),
+        Some(&["10.1.0.7:8080".to_owned(), "10.96.0.10:80".to_owned()][..])
+    );
+}
