@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod kube_api;
 pub mod measure;
 pub mod netns;
+pub mod overload;
 pub mod service;
 pub mod status;
 pub mod testbed;

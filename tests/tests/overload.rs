@@ -12,434 +12,21 @@
 //! and the test without a rule writes its own next to it (`FILE` with `-no-rule` before the
 //! extension).
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use limiter_integration_tests::cgroup::CpuCgroup;
-use limiter_integration_tests::status::{find_destination, refused};
+use limiter_integration_tests::overload::{
+    Adaptive, CPU_PER_CONNECTION, FLOOD_CONCURRENCY, FLOOD_POD, PROBE_POD, QUOTA_CPUS, Setup, TICK,
+    first_shed, ms, poll, print_timeline, save_timeline, shed_total, steady_from,
+};
 use limiter_integration_tests::workload::{
-    BusyServer, Flood, FloodConfig, FloodWatch, Outcome, ProbeWatch, Prober, ProberConfig,
-    latency_summary, probe,
+    Flood, FloodConfig, Outcome, ProberConfig, latency_summary, probe,
 };
-use limiter_integration_tests::{
-    Daemon, Outcomes, Testbed, limiter_cli, percentile, require_root, wait_until,
-};
+use limiter_integration_tests::{Outcomes, percentile, require_root};
 use serde_json::Value;
 
 const BUSY_SERVER: &str = env!("CARGO_BIN_EXE_busy-server");
-const PORT: u16 = 8080;
-/// The workload's CPU quota, in CPUs: one of the machine's two cores, so the flood, the daemon
-/// and the test keep the other.
-const QUOTA_CPUS: f64 = 1.0;
-/// CPU time each connection costs the server: the unloaded completion time.
-const CPU_PER_CONNECTION: Duration = Duration::from_millis(50);
-/// Flood workers (a closed loop each, with a timeout and a back-off after a refusal).
-const FLOOD_CONCURRENCY: usize = 50;
-/// The flood reaches full concurrency over this time, as real load ramps.
-const FLOOD_RAMP: Duration = Duration::from_millis(1500);
-const FLOOD_TIMEOUT: Duration = Duration::from_secs(1);
-const FLOOD_BACKOFF: Duration = Duration::from_millis(50);
-/// Sequential requests that measure the unloaded completion time and give the daemon's window
-/// its first completed connections.
-const WARM_UP: usize = 15;
-const TICK: Duration = Duration::from_millis(250);
-
 /// How long the adaptive test floods.
 const FLOOD_DURATION: Duration = Duration::from_secs(7);
-
-/// Pods: 1 floods, 2 probes, 3 serves.
-const FLOOD_POD: u8 = 1;
-const PROBE_POD: u8 = 2;
-const SERVER_POD: u8 = 3;
-
-/// A server pod running the busy server in its own CPU cgroup, two client pods, a daemon.
-struct Setup {
-    // Dropped in this order: the daemon, the server, its cgroup, the namespaces.
-    daemon: Daemon,
-    _server: BusyServer,
-    cgroup: Arc<CpuCgroup>,
-    bed: Testbed,
-    dest: SocketAddr,
-}
-
-impl Setup {
-    fn new() -> Self {
-        let bed = Testbed::new(3);
-        let dest = bed.pod(SERVER_POD).addr_v4(PORT);
-        let cgroup = Arc::new(CpuCgroup::new("overload", QUOTA_CPUS));
-        let server = BusyServer::start(
-            BUSY_SERVER,
-            bed.pod(SERVER_POD).ns(),
-            &cgroup,
-            dest,
-            CPU_PER_CONNECTION,
-        );
-        let daemon = Daemon::start();
-        Self {
-            daemon,
-            _server: server,
-            cgroup,
-            bed,
-            dest,
-        }
-    }
-
-    /// `limiter set DEST --adaptive --workload-cgroup CG` (reject mode, the defaults).
-    fn set_adaptive(&self) {
-        let cgroup = self.cgroup.path();
-        self.daemon.set(
-            self.dest,
-            &["--adaptive", "--workload-cgroup", cgroup.as_str()],
-        );
-    }
-
-    /// [`WARM_UP`] sequential requests, 100 ms apart (the workload's CPU stays well below any
-    /// threshold); returns their median completion time, printed.
-    fn warm_up(&self, label: &str) -> Duration {
-        let mut times = Vec::new();
-        for _ in 0..WARM_UP {
-            let r = probe(
-                self.bed.pod(PROBE_POD).ns(),
-                self.dest,
-                Duration::from_secs(3),
-            );
-            assert_eq!(
-                r.outcome,
-                Outcome::Completed,
-                "{label}: an unloaded request did not complete: {r:?}"
-            );
-            times.push(r.elapsed);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let p50 = percentile(&times, 50).expect("warm-up requests");
-        println!(
-            "{label}: unloaded completion time over {WARM_UP} sequential requests: {} \
-             ({CPU_PER_CONNECTION:?} of CPU each, quota {QUOTA_CPUS} CPU)",
-            latency_summary(&times)
-        );
-        assert!(
-            p50 < CPU_PER_CONNECTION * 4,
-            "{label}: unloaded requests take {p50:?} for {CPU_PER_CONNECTION:?} of CPU: the \
-             machine is too busy for this test"
-        );
-        p50
-    }
-
-    fn start_flood(&self) -> Flood {
-        Flood::start(
-            self.bed.pod(FLOOD_POD).ns(),
-            self.dest,
-            FloodConfig {
-                concurrency: FLOOD_CONCURRENCY,
-                ramp: FLOOD_RAMP,
-                timeout: FLOOD_TIMEOUT,
-                backoff: FLOOD_BACKOFF,
-                think: Duration::ZERO,
-                max_duration: Duration::from_secs(20),
-                rate: None,
-            },
-        )
-    }
-
-    fn start_prober(&self, epoch: Instant, config: ProberConfig) -> Prober {
-        Prober::start(self.bed.pod(PROBE_POD).ns(), self.dest, config, epoch)
-    }
-
-    /// Waits until the daemon has completed connections in its window (`max_inflight` set).
-    fn wait_for_window_data(&self) -> Value {
-        self.daemon.wait_for_dest(
-            self.dest,
-            Duration::from_secs(5),
-            "max_inflight (the warm-up completed connections)",
-            |d| d.get("max_inflight").and_then(Value::as_u64).is_some(),
-        )
-    }
-}
-
-/// The adaptive fields of one destination's status (absent or null: None).
-#[derive(Clone, Debug, Default)]
-struct Adaptive {
-    cpu: Option<f64>,
-    inflight: Option<u64>,
-    max_pass: Option<f64>,
-    min_rt_ms: Option<f64>,
-    max_inflight: Option<u64>,
-    shedding: Option<bool>,
-    shed_total: Option<u64>,
-}
-
-impl Adaptive {
-    fn of(d: &Value) -> Self {
-        Self {
-            cpu: d.get("cpu").and_then(Value::as_f64),
-            inflight: d.get("inflight").and_then(Value::as_u64),
-            max_pass: d.get("max_pass").and_then(Value::as_f64),
-            min_rt_ms: d.get("min_rt_ms").and_then(Value::as_f64),
-            max_inflight: d.get("max_inflight").and_then(Value::as_u64),
-            shedding: d.get("shedding").and_then(Value::as_bool),
-            shed_total: d.get("shed_total").and_then(Value::as_u64),
-        }
-    }
-}
-
-/// One row of a timeline.
-#[derive(Clone, Debug, Default)]
-struct Sample {
-    t: Duration,
-    /// The daemon's view (None when it did not answer, or has no such field).
-    adaptive: Adaptive,
-    /// The workload's CPU over the last tick, measured by the test from its cgroup, as a
-    /// fraction of the quota.
-    cgroup_cpu: f64,
-    /// Completion time of the last probe that completed during this tick.
-    probe: Option<Duration>,
-    /// Flood counters (cumulative).
-    flood_completed: u64,
-    flood_refused: u64,
-    flood_timed_out: u64,
-}
-
-/// Samples the daemon's status, the cgroup and the load every [`TICK`] on its own thread.
-struct Timeline {
-    stop: Arc<AtomicBool>,
-    flood: Arc<std::sync::Mutex<Option<FloodWatch>>>,
-    worker: Option<JoinHandle<Vec<Sample>>>,
-}
-
-impl Timeline {
-    /// `socket`: the daemon's (read with `limiter status`, so it also runs while the daemon is
-    /// down and a test holds the `Daemon` mutably).
-    fn start(
-        epoch: Instant,
-        socket: PathBuf,
-        dest: SocketAddr,
-        cgroup: Arc<CpuCgroup>,
-        probes: Option<ProbeWatch>,
-    ) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flood: Arc<std::sync::Mutex<Option<FloodWatch>>> = Arc::default();
-        let worker = {
-            let (stop, flood) = (Arc::clone(&stop), Arc::clone(&flood));
-            std::thread::spawn(move || {
-                let mut samples = Vec::new();
-                let mut last_usage = (Instant::now(), cgroup.usage());
-                let mut seen_probes = 0;
-                let mut next = Instant::now();
-                // Bounded: no test runs a timeline for a minute.
-                while !stop.load(Ordering::SeqCst) && epoch.elapsed() < Duration::from_secs(60) {
-                    next += TICK;
-                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                    let t = epoch.elapsed();
-                    let adaptive = status_of(&socket, dest)
-                        .map(|d| Adaptive::of(&d))
-                        .unwrap_or_default();
-                    let (now, usage) = (Instant::now(), cgroup.usage());
-                    let cgroup_cpu = (usage - last_usage.1).as_secs_f64()
-                        / (now - last_usage.0).as_secs_f64()
-                        / cgroup.cpus();
-                    last_usage = (now, usage);
-                    let finished = probes
-                        .as_ref()
-                        .map(ProbeWatch::finished)
-                        .unwrap_or_default();
-                    let probe = finished[seen_probes..]
-                        .iter()
-                        .rev()
-                        .find_map(|p| p.completion());
-                    seen_probes = finished.len();
-                    let counts = flood
-                        .lock()
-                        .expect("flood watch lock")
-                        .as_ref()
-                        .map(FloodWatch::counts)
-                        .unwrap_or_default();
-                    samples.push(Sample {
-                        t,
-                        adaptive,
-                        cgroup_cpu,
-                        probe,
-                        flood_completed: counts.completed,
-                        flood_refused: counts.refused,
-                        flood_timed_out: counts.timed_out,
-                    });
-                }
-                samples
-            })
-        };
-        Self {
-            stop,
-            flood,
-            worker: Some(worker),
-        }
-    }
-
-    /// From now on the timeline also records this flood's counters.
-    fn watch_flood(&self, watch: FloodWatch) {
-        *self.flood.lock().expect("flood watch lock") = Some(watch);
-    }
-
-    fn finish(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.worker
-            .take()
-            .expect("finished once")
-            .join()
-            .expect("timeline thread panicked")
-    }
-}
-
-impl Drop for Timeline {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
-    }
-}
-
-/// The status entry of `dest` from the daemon at `socket`; None if it does not answer.
-fn status_of(socket: &Path, dest: SocketAddr) -> Option<Value> {
-    let out = limiter_cli(socket, ["status", "-o", "json"]);
-    if !out.status.success() {
-        return None;
-    }
-    let status: Value = serde_json::from_slice(&out.stdout).ok()?;
-    find_destination(&status, dest).cloned()
-}
-
-fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_default()
-}
-
-fn opt_f(v: Option<f64>, decimals: usize) -> String {
-    v.map(|v| format!("{v:.decimals$}")).unwrap_or_default()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// The timeline as a table, with `marks` (time, label) as lines between the rows.
-fn print_timeline(label: &str, samples: &[Sample], marks: &[(Duration, &str)]) {
-    let mut text = format!(
-        "{label}: timeline every {TICK:?}\n{:>6} {:>5} {:>6} {:>8} {:>8} {:>7} {:>8} {:>5} {:>9} {:>8} {:>9} {:>8} {:>8}\n",
-        "t_s",
-        "cpu",
-        "cg_cpu",
-        "inflight",
-        "max_infl",
-        "maxpass",
-        "minrt_ms",
-        "shed",
-        "shed_tot",
-        "probe_ms",
-        "flood_ok",
-        "refused",
-        "timedout"
-    );
-    let mut marks = marks.to_vec();
-    marks.sort();
-    let mut marks = marks.into_iter().peekable();
-    for s in samples {
-        while let Some((_, m)) = marks.next_if(|(t, _)| *t <= s.t) {
-            let _ = writeln!(text, "------ {m}");
-        }
-        let a = &s.adaptive;
-        let _ = writeln!(
-            text,
-            "{:>6.2} {:>5} {:>6.2} {:>8} {:>8} {:>7} {:>8} {:>5} {:>9} {:>8} {:>9} {:>8} {:>8}",
-            s.t.as_secs_f64(),
-            opt_f(a.cpu, 2),
-            s.cgroup_cpu,
-            opt(a.inflight),
-            opt(a.max_inflight),
-            opt_f(a.max_pass, 1),
-            opt_f(a.min_rt_ms, 1),
-            opt(a.shedding),
-            opt(a.shed_total),
-            opt_f(s.probe.map(ms), 0),
-            s.flood_completed,
-            s.flood_refused,
-            s.flood_timed_out
-        );
-    }
-    for (_, m) in marks {
-        let _ = writeln!(text, "------ {m}");
-    }
-    println!("{text}");
-}
-
-/// The timeline as CSV (`t_s,cpu,inflight,max_inflight,shed_total,shedding,probe_ms,flood`);
-/// empty cells where a value is unknown. `cpu` is the daemon's, or, where the daemon reports
-/// none (no rule), the one the test measured from the cgroup; `flood` is 1 while it runs.
-fn timeline_csv(samples: &[Sample], flood: (Duration, Duration)) -> String {
-    let mut csv =
-        String::from("t_s,cpu,inflight,max_inflight,shed_total,shedding,probe_ms,flood\n");
-    for s in samples {
-        let a = &s.adaptive;
-        let _ = writeln!(
-            csv,
-            "{:.3},{:.3},{},{},{},{},{},{}",
-            s.t.as_secs_f64(),
-            a.cpu.unwrap_or(s.cgroup_cpu),
-            opt(a.inflight),
-            opt(a.max_inflight),
-            opt(a.shed_total),
-            opt(a.shedding),
-            opt_f(s.probe.map(ms), 1),
-            u8::from(s.t >= flood.0 && s.t < flood.1)
-        );
-    }
-    csv
-}
-
-/// Writes the CSV to `$LIMITER_OVERLOAD_TIMELINE` (with `suffix` before its extension).
-fn save_timeline(samples: &[Sample], flood: (Duration, Duration), suffix: &str) {
-    let Some(file) = std::env::var_os("LIMITER_OVERLOAD_TIMELINE") else {
-        return;
-    };
-    let file = PathBuf::from(file);
-    let file = if suffix.is_empty() {
-        file
-    } else {
-        let stem = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let name = match file.extension() {
-            Some(ext) => format!("{stem}{suffix}.{}", ext.to_string_lossy()),
-            None => format!("{stem}{suffix}"),
-        };
-        file.with_file_name(name)
-    };
-    std::fs::write(&file, timeline_csv(samples, flood))
-        .unwrap_or_else(|e| panic!("write the timeline to {}: {e}", file.display()));
-    println!("timeline written to {}", file.display());
-}
-
-/// Polls `condition` every 100 ms until it holds (true) or `timeout` passes (false). Slower
-/// than `wait_until`, since each `limiter status` runs a process: on two cores, polling every
-/// 10 ms would take CPU from the workload under test.
-fn poll(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
-    limiter_integration_tests::wait_until_every(timeout, Duration::from_millis(100), condition)
-}
-
-/// Shed refusals of one status entry, by its `shed_total` or, if absent, its side counters.
-fn shed_total(d: &Value) -> u64 {
-    d.get("shed_total")
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| {
-            ["inbound", "outbound"]
-                .iter()
-                .flat_map(|side| ["reject", "drop"].map(|action| refused(d, side, "shed", action)))
-                .sum()
-        })
-}
 
 /// With the rule, a CPU-bound flood is shed within about a second, what is admitted completes
 /// in a small multiple of the unloaded time, and shedding stops soon after the flood does.
@@ -447,7 +34,7 @@ fn shed_total(d: &Value) -> u64 {
 fn adaptive_sheds_a_cpu_bound_flood_and_keeps_latency_bounded() {
     let _root = require_root();
     let label = "adaptive";
-    let s = Setup::new();
+    let s = Setup::new(BUSY_SERVER);
     s.set_adaptive();
     let unloaded = s.warm_up(label);
     let before = s.wait_for_window_data();
@@ -468,13 +55,7 @@ fn adaptive_sheds_a_cpu_bound_flood_and_keeps_latency_bounded() {
             max_duration: Duration::from_secs(30),
         },
     );
-    let timeline = Timeline::start(
-        epoch,
-        s.daemon.socket().to_owned(),
-        s.dest,
-        Arc::clone(&s.cgroup),
-        Some(prober.watch()),
-    );
+    let timeline = s.start_timeline(epoch, Some(prober.watch()));
     std::thread::sleep(Duration::from_secs(1));
 
     let flood_start = epoch.elapsed();
@@ -509,10 +90,7 @@ fn adaptive_sheds_a_cpu_bound_flood_and_keeps_latency_bounded() {
     save_timeline(&samples, (flood_start, flood_end), "");
     let first_refusal = report.first_refusal();
     // As the daemon counts it: the first tick with a shed refusal.
-    let first_shed_status = samples
-        .iter()
-        .find(|x| x.adaptive.shed_total.is_some_and(|n| n > 0))
-        .map(|x| x.t.saturating_sub(flood_start));
+    let first_shed_status = first_shed(&samples, flood_start);
     println!(
         "{label}: flood of {FLOOD_CONCURRENCY}: {}",
         report.summary()
@@ -523,19 +101,8 @@ fn adaptive_sheds_a_cpu_bound_flood_and_keeps_latency_bounded() {
          flood's end: {:?}",
         Adaptive::of(&during)
     );
-    // The steady state: once the connections admitted during the ramp, before the limit was
-    // armed, have drained (inflight down to maxInflight), to the flood's end.
-    let steady_from = samples
-        .iter()
-        .find(|x| {
-            let a = &x.adaptive;
-            x.t > flood_start
-                && a.shedding == Some(true)
-                && a.inflight
-                    .zip(a.max_inflight)
-                    .is_some_and(|(i, m)| i <= m + 1)
-        })
-        .map_or(flood_end, |x| x.t);
+    // The steady state (the ramp's admitted backlog drained), to the flood's end.
+    let steady_from = steady_from(&samples, flood_start, flood_end);
     let in_steady = |at: Duration| at >= steady_from && at < flood_end;
     let probe_times: Vec<Duration> = probes
         .iter()
@@ -626,7 +193,7 @@ fn adaptive_sheds_a_cpu_bound_flood_and_keeps_latency_bounded() {
 fn without_a_rule_completion_time_grows_without_bound() {
     let _root = require_root();
     let label = "no rule";
-    let s = Setup::new();
+    let s = Setup::new(BUSY_SERVER);
     let unloaded = s.warm_up(label);
 
     let capacity = QUOTA_CPUS / CPU_PER_CONNECTION.as_secs_f64();
@@ -642,13 +209,7 @@ fn without_a_rule_completion_time_grows_without_bound() {
             max_duration: Duration::from_secs(30),
         },
     );
-    let timeline = Timeline::start(
-        epoch,
-        s.daemon.socket().to_owned(),
-        s.dest,
-        Arc::clone(&s.cgroup),
-        Some(prober.watch()),
-    );
+    let timeline = s.start_timeline(epoch, Some(prober.watch()));
     std::thread::sleep(Duration::from_millis(500));
     let flood_start = epoch.elapsed();
     let flood = Flood::start(
@@ -687,15 +248,9 @@ fn without_a_rule_completion_time_grows_without_bound() {
     );
     // The flood's own requests, by the second they started in: many more samples than the
     // probes. A request abandoned at the flood's stop took at least what it had waited.
-    let at_least = |second: u64| -> Vec<Duration> {
+    let at_least = |second: u64| {
         let from = Duration::from_secs(second);
-        report
-            .requests
-            .iter()
-            .filter(|r| r.at >= from && r.at < from + Duration::from_secs(1))
-            .filter(|r| matches!(r.outcome, Outcome::Completed | Outcome::Abandoned))
-            .map(|r| r.elapsed)
-            .collect()
+        report.lower_bounds(from, from + Duration::from_secs(1))
     };
     for second in 0..4 {
         let from = Duration::from_secs(second);
@@ -778,19 +333,13 @@ fn without_a_rule_completion_time_grows_without_bound() {
 fn killed_daemon_stops_shedding_after_expiry() {
     let _root = require_root();
     let label = "kill -9 while shedding";
-    let mut s = Setup::new();
+    let mut s = Setup::new(BUSY_SERVER);
     s.set_adaptive();
     s.warm_up(label);
     s.wait_for_window_data();
 
     let epoch = Instant::now();
-    let timeline = Timeline::start(
-        epoch,
-        s.daemon.socket().to_owned(),
-        s.dest,
-        Arc::clone(&s.cgroup),
-        None,
-    );
+    let timeline = s.start_timeline(epoch, None);
     let flood = s.start_flood();
     timeline.watch_flood(flood.watch());
     let shedding = poll(Duration::from_secs(5), || {
@@ -875,113 +424,14 @@ fn killed_daemon_stops_shedding_after_expiry() {
     );
 }
 
-/// The harness itself: the busy server and every thread it starts run in the test's cgroup,
-/// its work is CPU time (so the quota stretches wall time), and the group is removed on drop.
-#[test]
-fn busy_server_runs_all_its_threads_in_the_quota_cgroup() {
-    let _root = require_root();
-    let bed = Testbed::new(2);
-    let dest = bed.pod(2).addr_v4(PORT);
-    let cgroup = CpuCgroup::new("harness", 0.5);
-    let dirs = cgroup.dirs().to_vec();
-    let path = cgroup.path();
-    {
-        let server = BusyServer::start(
-            BUSY_SERVER,
-            bed.pod(2).ns(),
-            &cgroup,
-            dest,
-            Duration::from_millis(50),
-        );
-        let proc_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", server.pid()))
-            .expect("read /proc/PID/cgroup");
-        assert!(
-            proc_cgroup
-                .lines()
-                .any(|l| l.ends_with(&format!(":{path}"))),
-            "/proc/{}/cgroup names {path}: {proc_cgroup}",
-            server.pid()
-        );
-        assert_eq!(
-            cgroup.procs(),
-            [server.pid()],
-            "the server alone is in the group"
-        );
-        let usage_before = cgroup.usage();
-        let start = Instant::now();
-        let flood = Flood::start(
-            bed.pod(1).ns(),
-            dest,
-            FloodConfig {
-                concurrency: 6,
-                ramp: Duration::ZERO,
-                timeout: Duration::from_secs(5),
-                backoff: Duration::from_millis(50),
-                think: Duration::ZERO,
-                max_duration: Duration::from_secs(5),
-                rate: None,
-            },
-        );
-        // While the six requests burn, every server thread is in the group in every hierarchy.
-        std::thread::sleep(Duration::from_millis(150));
-        let threads = server.threads();
-        assert!(
-            threads.len() >= 2,
-            "the server runs a thread per connection: {threads:?}"
-        );
-        for (dir, members) in dirs.iter().zip(cgroup.threads()) {
-            let outside: Vec<_> = threads.iter().filter(|t| !members.contains(t)).collect();
-            assert!(
-                outside.is_empty(),
-                "threads {outside:?} of the server are not in {}",
-                dir.display()
-            );
-        }
-        wait_until(Duration::from_secs(5), || flood.counts().completed >= 6);
-        let wall = start.elapsed();
-        let report = flood.stop();
-        let used = cgroup.usage() - usage_before;
-        println!(
-            "harness: 6 concurrent requests of 50 ms CPU at a 0.5 CPU quota: {}; the group used \
-             {used:?} of CPU in {wall:?}, throttled in {} periods",
-            report.summary(),
-            cgroup.throttled_periods()
-        );
-        assert!(
-            used >= Duration::from_millis(6 * 50),
-            "the group was charged {used:?} for 6 x 50 ms"
-        );
-        // 300 ms of CPU at half a CPU takes at least 600 ms of wall time (less 50 ms of slack
-        // for a period's quota that was left at the start).
-        let first_six = report.completion_times(Duration::ZERO, Duration::from_millis(100));
-        let slowest = first_six.iter().max().copied().unwrap_or_default();
-        assert!(
-            first_six.len() >= 6 && slowest >= Duration::from_millis(500),
-            "6 concurrent requests under the quota: {first_six:?}"
-        );
-        assert!(
-            cgroup.throttled_periods() > 0,
-            "the quota throttled the group"
-        );
-    }
-    drop(cgroup);
-    for dir in &dirs {
-        assert!(!dir.exists(), "{} removed on drop", dir.display());
-    }
-}
-
 /// Without `--workload-cgroup`, the check finds the workload from the process listening on the
 /// destination (in the server pod's namespace) and reads that process's cgroup.
 #[test]
 fn the_listeners_cgroup_is_found_without_naming_it() {
     let _root = require_root();
-    let s = Setup::new();
+    let s = Setup::new(BUSY_SERVER);
     s.daemon.set(s.dest, &["--adaptive"]);
-    let want = format!(
-        "listener pid {} cgroup {}",
-        s._server.pid(),
-        s.cgroup.path()
-    );
+    let want = format!("listener pid {} cgroup {}", s.server.pid(), s.cgroup.path());
     let d = s
         .daemon
         .wait_for_dest(s.dest, Duration::from_secs(5), &want, |d| {

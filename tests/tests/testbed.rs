@@ -3,9 +3,10 @@
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::unix::fs::MetadataExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use limiter_integration_tests::{NetNs, Testbed, require_root, wait_until};
+use limiter_integration_tests::workload::{BusyServer, Flood, FloodConfig};
+use limiter_integration_tests::{CpuCgroup, NetNs, Testbed, require_root, wait_until};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -147,4 +148,97 @@ fn testbed_namespace_is_deleted_when_a_test_panics() {
     assert!(outcome.is_err());
     assert!(!name.is_empty());
     assert!(!NetNs::is_listed(&name), "{name} survived a panic");
+}
+
+/// The harness itself: the busy server and every thread it starts run in the test's cgroup,
+/// its work is CPU time (so the quota stretches wall time), and the group is removed on drop.
+#[test]
+fn busy_server_runs_all_its_threads_in_the_quota_cgroup() {
+    let _root = require_root();
+    let bed = Testbed::new(2);
+    let dest = bed.pod(2).addr_v4(8080);
+    let cgroup = CpuCgroup::new("harness", 0.5);
+    let dirs = cgroup.dirs().to_vec();
+    let path = cgroup.path();
+    {
+        let server = BusyServer::start(
+            env!("CARGO_BIN_EXE_busy-server"),
+            bed.pod(2).ns(),
+            &cgroup,
+            dest,
+            Duration::from_millis(50),
+        );
+        let proc_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", server.pid()))
+            .expect("read /proc/PID/cgroup");
+        assert!(
+            proc_cgroup
+                .lines()
+                .any(|l| l.ends_with(&format!(":{path}"))),
+            "/proc/{}/cgroup names {path}: {proc_cgroup}",
+            server.pid()
+        );
+        assert_eq!(
+            cgroup.procs(),
+            [server.pid()],
+            "the server alone is in the group"
+        );
+        let usage_before = cgroup.usage();
+        let start = Instant::now();
+        let flood = Flood::start(
+            bed.pod(1).ns(),
+            dest,
+            FloodConfig {
+                concurrency: 6,
+                ramp: Duration::ZERO,
+                timeout: Duration::from_secs(5),
+                max_duration: Duration::from_secs(5),
+                ..FloodConfig::default()
+            },
+        );
+        // While the six requests burn, every server thread is in the group in every hierarchy.
+        std::thread::sleep(Duration::from_millis(150));
+        let threads = server.threads();
+        assert!(
+            threads.len() >= 2,
+            "the server runs a thread per connection: {threads:?}"
+        );
+        for (dir, members) in dirs.iter().zip(cgroup.threads()) {
+            let outside: Vec<_> = threads.iter().filter(|t| !members.contains(t)).collect();
+            assert!(
+                outside.is_empty(),
+                "threads {outside:?} of the server are not in {}",
+                dir.display()
+            );
+        }
+        wait_until(Duration::from_secs(5), || flood.counts().completed >= 6);
+        let wall = start.elapsed();
+        let report = flood.stop();
+        let used = cgroup.usage() - usage_before;
+        println!(
+            "harness: 6 concurrent requests of 50 ms CPU at a 0.5 CPU quota: {}; the group used \
+             {used:?} of CPU in {wall:?}, throttled in {} periods",
+            report.summary(),
+            cgroup.throttled_periods()
+        );
+        assert!(
+            used >= Duration::from_millis(6 * 50),
+            "the group was charged {used:?} for 6 x 50 ms"
+        );
+        // 300 ms of CPU at half a CPU takes at least 600 ms of wall time (less 50 ms of slack
+        // for a period's quota that was left at the start).
+        let first_six = report.completion_times(Duration::ZERO, Duration::from_millis(100));
+        let slowest = first_six.iter().max().copied().unwrap_or_default();
+        assert!(
+            first_six.len() >= 6 && slowest >= Duration::from_millis(500),
+            "6 concurrent requests under the quota: {first_six:?}"
+        );
+        assert!(
+            cgroup.throttled_periods() > 0,
+            "the quota throttled the group"
+        );
+    }
+    drop(cgroup);
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} removed on drop", dir.display());
+    }
 }
