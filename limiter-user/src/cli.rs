@@ -212,6 +212,24 @@ pub struct DaemonArgs {
     pub cleanup: bool,
 }
 
+impl DaemonArgs {
+    /// The daemon's options from its flags and the global `--socket`.
+    pub fn into_options(self, socket: Option<PathBuf>) -> crate::settings::Options {
+        crate::settings::Options {
+            config: self.config,
+            socket,
+            cgroup: self.cgroup,
+            bpffs: self.bpffs,
+            log_level: self.log_level,
+            state_dir: self.state_dir,
+            metrics_addr: self.metrics_addr,
+            socket_group: self.socket_group,
+            kubeconfig: self.kubeconfig,
+            node_name: self.node_name,
+        }
+    }
+}
+
 /// A destination argument.
 const DEST_HELP: &str = "Destination: ADDRESS:PORT, [IPV6]:PORT, CIDR:PORT, [IPV6-CIDR]:PORT or \
 svc/NAMESPACE/NAME[:PORT] (a Kubernetes Service; PORT a port number or name), e.g. \

@@ -12,7 +12,7 @@ use serde_norway::Value;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
-use crate::settings::{Options, Settings};
+use crate::settings::Settings;
 
 const SHIPPED_CONFIG: &str = include_str!("../../deploy/config/limiter.toml");
 const KUSTOMIZATION: &str = include_str!("../../deploy/kubernetes/kustomization.yaml");
@@ -153,18 +153,7 @@ fn daemon_settings(container: &Value) -> (PathBuf, Settings) {
         .expect("daemonset.yaml runs the daemon without --config");
     let config = Config::parse(&config_path, configmap_config())
         .unwrap_or_else(|e| panic!("the ConfigMap's config: {e}"));
-    let opts = Options {
-        config: args.config,
-        socket: cli.socket,
-        cgroup: args.cgroup,
-        bpffs: args.bpffs,
-        log_level: args.log_level,
-        state_dir: args.state_dir,
-        metrics_addr: args.metrics_addr,
-        socket_group: args.socket_group,
-        kubeconfig: args.kubeconfig,
-        node_name: args.node_name,
-    };
+    let opts = args.into_options(cli.socket);
     (config_path, Settings::resolve(&opts, &config.daemon))
 }
 

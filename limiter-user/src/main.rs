@@ -137,18 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Daemon(args) => {
-            let opts = daemon::Options {
-                config: args.config,
-                socket: socket.clone(),
-                cgroup: args.cgroup,
-                bpffs: args.bpffs,
-                log_level: args.log_level,
-                state_dir: args.state_dir,
-                metrics_addr: args.metrics_addr,
-                socket_group: args.socket_group,
-                kubeconfig: args.kubeconfig,
-                node_name: args.node_name,
-            };
+            let opts = args.into_options(socket.clone());
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(daemon::run(opts))
