@@ -34,6 +34,7 @@ pub fn list_table(doc: &Value) -> anyhow::Result<String> {
         "SYN BURST",
         "PER SOURCE",
         "DRY RUN",
+        "ADAPTIVE",
         "SOURCE",
     ];
     let mut t = table(&header, usize::MAX);
@@ -61,10 +62,42 @@ pub fn list_table(doc: &Value) -> anyhow::Result<String> {
             opt(r.syn_burst.or(r.syn_rate)),
             opt(r.per_source),
             if r.dry_run { "yes" } else { "no" }.into(),
+            adaptive_summary(r),
             source,
         ]);
     }
     Ok(render(&t))
+}
+
+/// The ADAPTIVE column: `-`, `yes`, or the settings that differ from the defaults.
+fn adaptive_summary(r: &RuleSpec) -> String {
+    let Some(a) = &r.adaptive else {
+        return "-".into();
+    };
+    let mut parts = Vec::new();
+    if let Some(t) = a.cpu_threshold {
+        parts.push(format!("cpu>{t}"));
+    }
+    if let Some(w) = a.window {
+        parts.push(format!("window {w}"));
+    }
+    if let Some(b) = a.buckets {
+        parts.push(format!("{b} buckets"));
+    }
+    if let Some(c) = a.cooldown {
+        parts.push(format!("cooldown {c}"));
+    }
+    if let Some(c) = &a.workload_cgroup {
+        parts.push(format!("cgroup {c}"));
+    }
+    if let Some(p) = r.priority {
+        parts.push(p.to_string());
+    }
+    if parts.is_empty() {
+        "yes".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// Lines under the `list` table naming the config rules deleted at runtime (`daemon.

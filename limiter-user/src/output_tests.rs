@@ -172,12 +172,21 @@ fn list_shows_the_source_and_runtime_deletions() {
     ]);
     let out = list_table(&doc).unwrap();
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].ends_with("DRY RUN   SOURCE"), "{out}");
-    assert!(lines[1].ends_with("no        config"), "{out}");
+    assert!(lines[0].ends_with("DRY RUN   ADAPTIVE   SOURCE"), "{out}");
+    assert!(lines[1].ends_with("no        -          config"), "{out}");
     assert!(
-        lines[2].ends_with("no        runtime (overrides config)"),
+        lines[2].ends_with("no        -          runtime (overrides config)"),
         "{out}"
     );
+    let adaptive = json!([
+        {"destination": "10.0.0.3:80", "mode": "reject", "side": "server", "source": "runtime",
+         "adaptive": {"cpu_threshold": 0.7, "workload_cgroup": "/web"}, "priority": "sheddable"},
+        {"destination": "10.0.0.4:80", "mode": "reject", "side": "both", "source": "runtime",
+         "adaptive": {}},
+    ]);
+    let out = list_table(&adaptive).unwrap();
+    assert!(out.contains("cpu>0.7, cgroup /web, sheddable"), "{out}");
+    assert!(out.lines().nth(2).unwrap().contains(" yes "), "{out}");
     assert_eq!(
         runtime_deletions_note(&json!([rule()])),
         "\n10.0.0.2:8080: config rule (max 5 reject both) deleted at runtime; \
