@@ -1,9 +1,11 @@
-//! The node's load and CPU usage, from /proc/loadavg and /proc/stat, for the metrics.
+//! The node's load and CPU usage, from /proc/loadavg and /proc/stat, for the metrics. The files
+//! are read by limiter-overload's readers, the same the overload check uses, so the metrics and
+//! the check mean the same thing by "busy".
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use procfs::{Current as _, CurrentSI as _};
+use limiter_overload::signals;
 
 /// Shortest window over which the CPU usage is computed: two scrapes closer than this get the
 /// same value rather than a ratio of a few ticks.
@@ -18,18 +20,10 @@ pub struct CpuTicks {
 
 impl CpuTicks {
     fn read() -> Option<CpuTicks> {
-        let t = procfs::KernelStats::current().ok()?.total;
-        let idle = t.idle + t.iowait.unwrap_or(0);
-        let total = t.user
-            + t.nice
-            + t.system
-            + idle
-            + t.irq.unwrap_or(0)
-            + t.softirq.unwrap_or(0)
-            + t.steal.unwrap_or(0);
+        let s = signals::read_proc_stat(signals::PROC_STAT.as_ref()).ok()?;
         Some(CpuTicks {
-            busy: total - idle,
-            total,
+            busy: s.busy_ticks,
+            total: s.total_ticks,
         })
     }
 }
@@ -67,10 +61,8 @@ impl CpuUsage {
 
 /// 1, 5 and 15 minute load averages.
 pub fn load() -> Option<[f64; 3]> {
-    let l = procfs::LoadAverage::current().ok()?;
-    // Through the decimal text, so 2.23 stays 2.23 and does not become 2.2300000190734863.
-    let exact = |v: f32| v.to_string().parse().unwrap_or(f64::from(v));
-    Some([exact(l.one), exact(l.five), exact(l.fifteen)])
+    let l = signals::read_loadavg(signals::PROC_LOADAVG.as_ref()).ok()?;
+    Some([l.one, l.five, l.fifteen])
 }
 
 #[cfg(test)]

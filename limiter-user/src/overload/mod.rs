@@ -129,7 +129,9 @@ impl Overload {
                     continue;
                 }
             };
-            let reading = state.sources.read(now, &rule.destination, adaptive);
+            let reading = state
+                .sources
+                .read(now, &rule.destination, adaptive, node.reading);
             sides.push(side);
             inputs.push(DestInput {
                 dest: &rule.destination,

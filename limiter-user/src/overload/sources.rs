@@ -15,10 +15,21 @@ use crate::dest::Dest;
 /// How often a destination's source is looked for again (a listener scan walks /proc).
 const RESOLVE_EVERY_NS: u64 = 10_000_000_000;
 
+/// Where a destination's CPU comes from.
+enum Source {
+    /// The workload's own cgroup.
+    Cgroup(CpuSource),
+    /// The node as a whole: the reading the loop takes once per tick for every such
+    /// destination and for the system rule.
+    Node,
+    /// Not found (or gone); looked for again after [`RESOLVE_EVERY_NS`].
+    None,
+}
+
 struct Entry {
     /// The rule's explicit cgroup when the source was resolved (a change re-resolves at once).
     wanted: Option<String>,
-    source: Option<CpuSource>,
+    source: Source,
     describe: String,
     resolved_ns: u64,
 }
@@ -41,8 +52,15 @@ impl Sources {
         }
     }
 
-    /// The workload's CPU counters now, resolving (or re-resolving) its source when due.
-    pub fn read(&mut self, now_ns: u64, dest: &Dest, adaptive: &Adaptive) -> Option<CpuReading> {
+    /// The workload's CPU counters now, resolving (or re-resolving) its source when due;
+    /// `node` is this tick's reading of the whole node.
+    pub fn read(
+        &mut self,
+        now_ns: u64,
+        dest: &Dest,
+        adaptive: &Adaptive,
+        node: Option<CpuReading>,
+    ) -> Option<CpuReading> {
         let due = match self.entries.get(dest) {
             None => true,
             Some(e) => {
@@ -63,19 +81,24 @@ impl Sources {
             self.entries.insert(dest.clone(), entry);
         }
         let entry = self.entries.get_mut(dest)?;
-        match entry.source.as_ref()?.read() {
+        let cgroup = match &entry.source {
+            Source::Cgroup(c) => c,
+            Source::Node => return node,
+            Source::None => return None,
+        };
+        match cgroup.read() {
             Ok(r) => Some(r),
             Err(e) => {
-                // The cgroup went away (the pod was deleted): look again next tick.
+                // The cgroup went away (the pod was deleted): look again when due.
                 warn!(%dest, error = %e, "workload CPU unreadable");
-                entry.source = None;
+                entry.source = Source::None;
                 None
             }
         }
     }
 
     fn resolve(&self, now_ns: u64, dest: &Dest, adaptive: &Adaptive) -> Entry {
-        let entry = |source: Option<CpuSource>, describe: String| Entry {
+        let entry = |source: Source, describe: String| Entry {
             wanted: adaptive.workload_cgroup.clone(),
             source,
             describe,
@@ -83,11 +106,11 @@ impl Sources {
         };
         if let Some(cgroup) = &adaptive.workload_cgroup {
             return match CpuSource::cgroup(&self.root, Path::new(cgroup), self.node_cpus) {
-                Ok(s) => entry(Some(s), format!("cgroup {cgroup}")),
+                Ok(s) => entry(Source::Cgroup(s), format!("cgroup {cgroup}")),
                 Err(e) => {
                     // The whole story (every path tried) goes to the log; status stays short.
                     warn!(%dest, error = %e, "workload cgroup not readable; no CPU signal");
-                    entry(None, format!("cgroup {cgroup} (not readable)"))
+                    entry(Source::None, format!("cgroup {cgroup} (not readable)"))
                 }
             };
         }
@@ -96,21 +119,11 @@ impl Sources {
             && let Ok(s) = CpuSource::cgroup(&self.root, Path::new(&l.cgroup), self.node_cpus)
         {
             return entry(
-                Some(s),
+                Source::Cgroup(s),
                 format!("listener pid {} cgroup {}", l.pid, l.cgroup),
             );
         }
-        let node = CpuSource::node(
-            signals::PROC_STAT.as_ref(),
-            signals::PROC_PRESSURE_CPU.as_ref(),
-        );
-        match node {
-            Ok(s) => entry(Some(s), "node".to_owned()),
-            Err(e) => {
-                warn!(%dest, error = %e, "node CPU not readable");
-                entry(None, "node (not readable)".to_owned())
-            }
-        }
+        entry(Source::Node, "node".to_owned())
     }
 
     /// What `limiter status` shows as `cpu_source`.
@@ -120,5 +133,38 @@ impl Sources {
 
     pub fn retain(&mut self, mut keep: impl FnMut(&Dest) -> bool) {
         self.entries.retain(|d, _| keep(d));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_destination_without_a_workload_reads_the_nodes_reading_of_the_tick() {
+        let mut sources = Sources::new(PathBuf::from("/nonexistent-cgroup-root"));
+        let dest: Dest = "10.0.0.0/24:80".parse().unwrap();
+        let node = CpuReading {
+            usage_ns: 42,
+            capacity_ns: Some(100),
+            quota_cpus: None,
+            node_cpus: 2,
+            throttling: None,
+            pressure_some_avg10: None,
+        };
+        let got = sources.read(1, &dest, &Adaptive::default(), Some(node));
+        assert_eq!(got, Some(node));
+        assert_eq!(sources.describe(&dest).as_deref(), Some("node"));
+
+        // A named cgroup that does not exist gives no reading, not the node's.
+        let named = Adaptive {
+            workload_cgroup: Some("/gone".into()),
+            ..Adaptive::default()
+        };
+        assert_eq!(sources.read(2, &dest, &named, Some(node)), None);
+        assert_eq!(
+            sources.describe(&dest).as_deref(),
+            Some("cgroup /gone (not readable)")
+        );
     }
 }
