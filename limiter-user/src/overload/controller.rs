@@ -184,10 +184,16 @@ impl Controller {
     fn check_for(&mut self, input: &DestInput<'_>) -> &mut DestCheck {
         let fresh = || {
             let cfg = input.adaptive.bbr_config(&self.config.bbr);
+            // A rule is validated against the built-in defaults when it is accepted; combined
+            // with the daemon's [overload] defaults it can still be out of range (a window
+            // shorter than [overload] bbr.buckets milliseconds): say so, use [overload] alone.
+            let bbr = Bbr::new(cfg).unwrap_or_else(|e| {
+                tracing::warn!(dest = %input.dest, error = %e, "adaptive settings out of range with the daemon's [overload] defaults; using those");
+                Bbr::new(self.config.bbr).expect("[overload] was validated at start")
+            });
             DestCheck {
                 adaptive: input.adaptive.clone(),
-                // Validated when the rule was accepted; the defaults are valid.
-                bbr: Bbr::new(cfg).unwrap_or_else(|_| Bbr::new(self.config.bbr).expect("valid")),
+                bbr,
                 filter: Ewma::new(&self.config.filter),
                 sampler: Sampler::new(),
                 last_counters: None,
