@@ -147,7 +147,7 @@ fn section(plan: &Plan, runs: &BTreeMap<usize, Runs>) -> Section {
         y_label: "µs (log scale)".into(),
         log_y: true,
         kind: Kind::Bars {
-            categories: MEASURED.iter().map(|c| c.short().to_string()).collect(),
+            categories: Contender::labels(&MEASURED),
             series,
         },
     });

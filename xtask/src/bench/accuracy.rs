@@ -166,10 +166,7 @@ fn section(plan: &Plan, runs: &BTreeMap<(usize, usize), Runs>) -> Section {
         y_label: "connections (log scale)".into(),
         log_y: true,
         kind: Kind::Bars {
-            categories: Contender::ALL
-                .iter()
-                .map(|c| c.short().to_string())
-                .collect(),
+            categories: Contender::labels(&Contender::ALL),
             series: bars,
         },
     });

@@ -48,6 +48,11 @@ impl Contender {
         }
     }
 
+    /// The short names of `contenders`, as the categories of a bar plot.
+    pub fn labels(contenders: &[Contender]) -> Vec<String> {
+        contenders.iter().map(|c| c.short().to_string()).collect()
+    }
+
     pub fn is_limiter(self) -> bool {
         matches!(
             self,

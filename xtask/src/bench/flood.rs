@@ -221,10 +221,7 @@ fn section(plan: &Plan, calm: &Probe, runs: &BTreeMap<usize, Runs>) -> Section {
         y_label: "µs (log scale)".into(),
         log_y: true,
         kind: Kind::Bars {
-            categories: Contender::ALL
-                .iter()
-                .map(|c| c.short().to_string())
-                .collect(),
+            categories: Contender::labels(&Contender::ALL),
             series: bars,
         },
     });
