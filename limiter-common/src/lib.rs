@@ -407,6 +407,9 @@ pub mod capacity {
     pub const SOURCES: u32 = 65_536;
 }
 
+#[cfg(feature = "sys")]
+pub mod sys;
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;

@@ -4,7 +4,7 @@
 use std::{
     fs::File,
     io::Read,
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
 };
 
@@ -71,44 +71,20 @@ pub fn ensure_bpffs(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_LINK_UPDATE: libc::c_long = 29;
-const BPF_ITER_CREATE: libc::c_long = 33;
+/// `enum bpf_attach_type` BPF_TRACE_ITER.
 const BPF_TRACE_ITER: u32 = 28;
 
-/// bpf(2) with a zero-padded attribute block (the kernel requires unused bytes to be zero).
-fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<i64> {
-    // SAFETY: attr is a valid, large enough bpf_attr for the commands used here.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn put_u32(attr: &mut [u8; 128], off: usize, v: u32) {
-    attr[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-/// Opens a pinned bpf object (map, link or program).
-pub fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    let mut attr = [0u8; 128];
-    attr[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
-    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
-    // SAFETY: the kernel returned a new file descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
+pub use limiter_common::sys::obj_get;
+use limiter_common::sys::{
+    BPF_ITER_CREATE, BPF_LINK_CREATE, BPF_LINK_UPDATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM,
+    bpf, owned, put_u32, put_u64,
+};
 
 fn map_elem(cmd: libc::c_long, map: impl AsFd, key: &u32, value: &mut u32) -> std::io::Result<()> {
     let mut attr = [0u8; 128];
     put_u32(&mut attr, 0, map.as_fd().as_raw_fd() as u32);
-    attr[8..16].copy_from_slice(&(key as *const u32 as u64).to_ne_bytes());
-    attr[16..24].copy_from_slice(&(value as *mut u32 as u64).to_ne_bytes());
+    put_u64(&mut attr, 8, key as *const u32 as u64);
+    put_u64(&mut attr, 16, value as *mut u32 as u64);
     bpf(cmd, &mut attr).map(|_| ())
 }
 
@@ -144,16 +120,12 @@ pub fn run_map_iterator(prog: impl AsFd, map: impl AsFd) -> std::io::Result<Vec<
     let mut attr = [0u8; 128];
     put_u32(&mut attr, 0, prog.as_fd().as_raw_fd() as u32);
     put_u32(&mut attr, 8, BPF_TRACE_ITER);
-    attr[16..24].copy_from_slice(&(info.as_ptr() as u64).to_ne_bytes());
+    put_u64(&mut attr, 16, info.as_ptr() as u64);
     put_u32(&mut attr, 24, info.len() as u32);
-    let link_fd = bpf(BPF_LINK_CREATE, &mut attr)?;
-    // SAFETY: the kernel returned a new file descriptor we now own.
-    let link = unsafe { OwnedFd::from_raw_fd(link_fd as i32) };
+    let link = bpf(BPF_LINK_CREATE, &mut attr).map(owned)?;
     let mut attr = [0u8; 128];
     put_u32(&mut attr, 0, link.as_raw_fd() as u32);
-    let iter_fd = bpf(BPF_ITER_CREATE, &mut attr)?;
-    // SAFETY: as above.
-    let mut iter = unsafe { File::from_raw_fd(iter_fd as i32) };
+    let mut iter = File::from(bpf(BPF_ITER_CREATE, &mut attr).map(owned)?);
     let mut out = Vec::new();
     iter.read_to_end(&mut out)?;
     Ok(out)

@@ -1,62 +1,21 @@
 //! The few bpf(2) commands the benchmark needs: open a pinned link, find its program, run that
 //! program on crafted input (BPF_PROG_TEST_RUN), and tell whether a link still exists.
 //!
-//! `bpf_attr` is a zeroed byte block with fields at their kernel offsets, as
-//! limiter-user/src/dataplane/sys.rs does it (the kernel requires unused bytes to be zero).
+//! The bpf(2) call itself is limiter-common's `sys` shim, which the daemon uses too.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
-const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
-const BPF_LINK_DETACH: libc::c_long = 34;
+pub use limiter_common::sys::obj_get;
+use limiter_common::sys::{
+    BPF_LINK_DETACH, BPF_LINK_GET_FD_BY_ID, BPF_LINK_GET_NEXT_ID, BPF_OBJ_GET_INFO_BY_FD,
+    BPF_PROG_GET_FD_BY_ID, BPF_PROG_TEST_RUN, bpf, get_u32, owned, put_u32, put_u64,
+};
 
 /// `enum bpf_link_type`: the two kinds of link limiter attaches.
 pub const LINK_TYPE_CGROUP: u32 = 3;
 pub const LINK_TYPE_NETNS: u32 = 5;
-
-type Attr = [u8; 128];
-
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
-    // SAFETY: attr is a zero-padded bpf_attr large enough for every command used here, and
-    // the pointers written into it point at buffers that outlive the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn put_u32(attr: &mut Attr, off: usize, v: u32) {
-    attr[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-fn put_u64(attr: &mut Attr, off: usize, v: u64) {
-    attr[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-}
-
-fn get_u32(bytes: &[u8], off: usize) -> u32 {
-    u32::from_ne_bytes(bytes[off..off + 4].try_into().expect("4 bytes"))
-}
-
-fn owned(fd: i64) -> OwnedFd {
-    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
-}
-
-/// Opens a pinned bpf object (here: a link).
-pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    let mut attr = [0u8; 128];
-    put_u64(&mut attr, 0, c.as_ptr() as u64);
-    bpf(BPF_OBJ_GET, &mut attr).map(owned)
-}
 
 /// What a link is: `(type, link id, program id)` from BPF_OBJ_GET_INFO_BY_FD.
 pub fn link_info(link: &OwnedFd) -> io::Result<(u32, u32, u32)> {

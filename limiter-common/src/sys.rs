@@ -1,0 +1,69 @@
+//! The raw bpf(2) call for the few commands aya 0.16 does not expose, shared by the daemon
+//! (replacing a link's program, running a map iterator, reading the layout word) and the
+//! benchmark (BPF_PROG_TEST_RUN, link enumeration). Userspace only (`sys` feature).
+//!
+//! `bpf_attr` is a zeroed byte block with fields written at their kernel offsets: the kernel
+//! requires every unused byte to be zero, and 128 bytes covers every command used.
+
+extern crate std;
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// A `union bpf_attr`, zero-padded.
+pub type Attr = [u8; 128];
+
+pub const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+pub const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+pub const BPF_OBJ_GET: libc::c_long = 7;
+pub const BPF_PROG_TEST_RUN: libc::c_long = 10;
+pub const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+pub const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+pub const BPF_LINK_CREATE: libc::c_long = 28;
+pub const BPF_LINK_UPDATE: libc::c_long = 29;
+pub const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+pub const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
+pub const BPF_ITER_CREATE: libc::c_long = 33;
+pub const BPF_LINK_DETACH: libc::c_long = 34;
+
+/// bpf(2): the command's result (often a new file descriptor), or the errno.
+pub fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
+    // SAFETY: attr is a zero-padded bpf_attr large enough for every command used, and the
+    // pointers callers write into it point at buffers that outlive the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+pub fn put_u32(attr: &mut Attr, off: usize, v: u32) {
+    attr[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+pub fn put_u64(attr: &mut Attr, off: usize, v: u64) {
+    attr[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+pub fn get_u32(bytes: &[u8], off: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[off..off + 4]);
+    u32::from_ne_bytes(b)
+}
+
+/// Takes ownership of a file descriptor a bpf(2) command returned.
+pub fn owned(fd: i64) -> OwnedFd {
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// Opens a pinned bpf object (map, link or program).
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())?;
+    let mut attr = [0u8; 128];
+    put_u64(&mut attr, 0, c.as_ptr() as u64);
+    bpf(BPF_OBJ_GET, &mut attr).map(owned)
+}
