@@ -36,6 +36,8 @@ pub struct Daemon {
     /// The extra `limiter daemon` arguments, given again on a restart (as a real restart
     /// would: same unit, same flags).
     args: Vec<std::ffi::OsString>,
+    /// How long a start (or restart) may take to answer `limiter status`.
+    ready_timeout: Duration,
     // Dropped in this order: the mount before the folder that holds it.
     bpffs: BpffsMount,
     _dir: TempDir,
@@ -49,21 +51,55 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with more arguments for `limiter daemon` (`--config FILE`).
     pub fn start_with<S: AsRef<OsStr>>(extra_args: &[S]) -> Self {
+        let mut daemon = Self::spawn_with(extra_args, READY_TIMEOUT);
+        // The guard owns the child: a failure here still stops it and prints its log.
+        if let Err(reason) = daemon.try_wait_ready() {
+            panic!("{reason}; its log follows");
+        }
+        daemon
+    }
+
+    /// Like [`Daemon::start_with`], but a daemon that exits or does not answer within
+    /// `ready_timeout` is an error carrying its log rather than a panic (for a harness that
+    /// reports a kernel where the daemon cannot start). Restarts wait as long.
+    pub fn try_start_with<S: AsRef<OsStr>>(
+        extra_args: &[S],
+        ready_timeout: Duration,
+    ) -> Result<Self, StartFailure> {
+        let mut daemon = Self::spawn_with(extra_args, ready_timeout);
+        match daemon.try_wait_ready() {
+            Ok(()) => Ok(daemon),
+            Err(reason) => {
+                daemon.stop();
+                let exit_code = daemon
+                    .child
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.code());
+                Err(StartFailure {
+                    reason,
+                    exit_code,
+                    log: daemon.log(),
+                })
+            }
+        }
+    }
+
+    fn spawn_with<S: AsRef<OsStr>>(extra_args: &[S], ready_timeout: Duration) -> Self {
         let (dir, socket, bpffs) = isolation();
         let log = Arc::new(Mutex::new(String::new()));
         let (child, readers) = spawn(&socket, bpffs.path(), extra_args, &log);
-        // From here the guard owns the child: a failure below still stops it and prints its log.
-        let mut daemon = Self {
+        Self {
             child,
             log,
             readers,
             socket,
             args: extra_args.iter().map(|a| a.as_ref().to_owned()).collect(),
+            ready_timeout,
             bpffs,
             _dir: dir,
-        };
-        daemon.wait_ready();
-        daemon
+        }
     }
 
     /// Kills the daemon with SIGKILL (a crash: it cleans up nothing), runs `while_down` while
@@ -87,28 +123,32 @@ impl Daemon {
         self.child = child;
         self.readers.extend(readers);
         self.note("---- daemon restarted on the same pins ----".into());
-        self.wait_ready();
+        if let Err(reason) = self.try_wait_ready() {
+            panic!("{reason}; its log follows");
+        }
     }
 
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
+    /// Waits until the daemon answers `limiter status`; the reason if it exits or times out.
+    fn try_wait_ready(&mut self) -> Result<(), String> {
+        let timeout = self.ready_timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("poll daemon process") {
-                panic!(
-                    "limiter daemon exited ({status}) before it answered `status`; its log follows"
-                );
+                return Err(format!(
+                    "limiter daemon exited ({status}) before it answered `status`"
+                ));
             }
             let out = self.cli(["status"]);
             if out.status.success() {
-                return;
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "limiter daemon did not answer `limiter status --socket {}` within {READY_TIMEOUT:?}; \
-                     last error: {}; its log follows",
+                return Err(format!(
+                    "limiter daemon did not answer `limiter status --socket {}` within {timeout:?}; \
+                     last error: {}",
                     self.socket.display(),
                     String::from_utf8_lossy(&out.stderr).trim()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -288,6 +328,31 @@ impl Drop for Daemon {
                 self.log()
             );
         }
+    }
+}
+
+/// Why [`Daemon::try_start_with`] got no running daemon.
+#[derive(Debug)]
+pub struct StartFailure {
+    /// It exited (with this status), or it did not answer in time.
+    pub reason: String,
+    /// The daemon's exit code, if it exited by itself (not killed by a signal).
+    pub exit_code: Option<i32>,
+    /// Everything it printed, harness notes included.
+    pub log: String,
+}
+
+impl StartFailure {
+    /// The line of the log that says what went wrong: the first `error...` line (the daemon
+    /// prints its fatal error as `error: ...`) or `ERROR` log record, else the last line.
+    pub fn first_error_line(&self) -> &str {
+        let lines = || self.log.lines().map(str::trim).filter(|l| !l.is_empty());
+        lines()
+            .find(|l| {
+                !l.starts_with("[harness]") && (l.starts_with("error") || l.contains("ERROR"))
+            })
+            .or_else(|| lines().rfind(|l| !l.starts_with("[harness]")))
+            .unwrap_or(&self.reason)
     }
 }
 

@@ -1,0 +1,386 @@
+//! The kernel smoke suite that `cargo xtask vm-test` runs inside each guest kernel: a short
+//! pass over what must work on every supported kernel, against the real `limiter` binary
+//! (`LIMITER_BIN`). One daemon and one two-pod testbed serve every scenario (each on its own
+//! port), so the whole suite stays within about two minutes of a slow (TCG) guest.
+//!
+//! Each scenario prints `smoke: NAME ok|FAIL|skip (detail) in X s` and appends one JSON line
+//! (`name`, `status`, `detail`, `seconds`, and for `probe` the doctor's report) to the results
+//! file: `kernel-smoke --results FILE`, or `$LIMITER_SMOKE_RESULTS`. If the daemon cannot start,
+//! a `daemon` line records its first error line and exit code, and the suite stops there.
+//!
+//! Run it as root, on a machine (or guest) no other limiter test uses at the same time.
+
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use limiter_integration_tests::cli::limiter_command;
+use limiter_integration_tests::status::counter;
+use limiter_integration_tests::{ConnectAttempt, Daemon, Outcomes, Pod, Testbed, require_root};
+use serde_json::{Value, json};
+
+/// Emulated guests are 10-50x slower than the host: every wait is generous.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const COUNTER_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A refusal "at once" in an emulated guest (the host bound is 50 ms).
+const FAST_REFUSAL: Duration = Duration::from_secs(1);
+/// How long a dropped SYN is given to (not) connect.
+const DROP_WAIT: Duration = Duration::from_secs(3);
+
+/// How one scenario ended.
+#[derive(Clone, Copy, PartialEq)]
+enum Status {
+    Ok,
+    Fail,
+    /// Could not run here for a reason outside the kernel (e.g. `limiter doctor` not built in).
+    Skip,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Fail => "FAIL",
+            Status::Skip => "skip",
+        }
+    }
+}
+
+/// Where results go: printed, and appended as JSON lines.
+struct Report {
+    file: std::fs::File,
+    failed: bool,
+}
+
+impl Report {
+    fn record(&mut self, name: &str, status: Status, detail: &str, took: Duration, extra: Value) {
+        let seconds = (took.as_secs_f64() * 10.0).round() / 10.0;
+        println!(
+            "smoke: {name} {} ({detail}) in {seconds:.1} s",
+            status.as_str()
+        );
+        let mut line = json!({
+            "name": name,
+            "status": status.as_str(),
+            "detail": detail,
+            "seconds": seconds,
+        });
+        if let (Value::Object(line), Value::Object(extra)) = (&mut line, extra) {
+            line.extend(extra);
+        }
+        writeln!(self.file, "{line}").expect("append to the results file");
+        self.failed |= status == Status::Fail;
+    }
+
+    /// Runs `scenario`; a panic inside it is its failure, with the panic's message as detail.
+    fn run(&mut self, name: &str, scenario: impl FnOnce() -> String) {
+        let start = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(scenario));
+        let took = start.elapsed();
+        match outcome {
+            Ok(detail) => self.record(name, Status::Ok, &detail, took, json!({})),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or("panicked");
+                self.record(name, Status::Fail, &one_line(message), took, json!({}));
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let results = std::env::args()
+        .skip_while(|a| a != "--results")
+        .nth(1)
+        .or_else(|| std::env::var("LIMITER_SMOKE_RESULTS").ok())
+        .map(PathBuf::from);
+    let Some(results) = results else {
+        eprintln!("usage: kernel-smoke --results FILE (or LIMITER_SMOKE_RESULTS=FILE)");
+        return ExitCode::from(2);
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&results)
+        .unwrap_or_else(|e| panic!("open {}: {e}", results.display()));
+    let mut report = Report {
+        file,
+        failed: false,
+    };
+    let _root = require_root();
+
+    probe(&mut report);
+
+    // Declared before the daemon, so its namespaces exist when the daemon attaches sk_lookup
+    // (and are dropped after it).
+    let bed = Testbed::new(2);
+    let start = Instant::now();
+    let mut daemon = match Daemon::try_start_with(&[] as &[&str], READY_TIMEOUT) {
+        Ok(daemon) => daemon,
+        Err(failure) => {
+            let detail = failure.first_error_line().to_string();
+            eprintln!("{}\n---- daemon log ----\n{}", failure.reason, failure.log);
+            let extra = json!({ "exit_code": failure.exit_code, "log": failure.log });
+            report.record("daemon", Status::Fail, &detail, start.elapsed(), extra);
+            return ExitCode::FAILURE;
+        }
+    };
+    report.record("daemon", Status::Ok, "started", start.elapsed(), json!({}));
+
+    let (client, server) = (bed.pod(1), bed.pod(2));
+    report.run("accounting", || accounting(&daemon, client, server));
+    report.run("server_reject", || server_reject(&daemon, client, server));
+    report.run("server_drop", || server_drop(&daemon, client, server));
+    report.run("client_reject", || client_reject(&daemon, client, server));
+    report.run("seeding", || seeding(&daemon, client, server));
+    report.run("restart", || restart(&mut daemon, client, server));
+
+    if let Some(dir) = results.parent() {
+        let _ = std::fs::write(dir.join("daemon.log"), daemon.log());
+    }
+    if report.failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `limiter doctor -o json`: what this kernel offers, stored whole in the result line. A
+/// `limiter` without the subcommand is a skip (the rest of the suite still says what works).
+fn probe(report: &mut Report) {
+    let start = Instant::now();
+    let out = limiter_command()
+        .args(["doctor", "-o", "json"])
+        .output()
+        .expect("run limiter doctor");
+    let took = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code();
+    match serde_json::from_str::<Value>(&stdout) {
+        Ok(doctor) => {
+            let ready = doctor["ready"].as_bool();
+            // The contract: exit 0 when the node can run the daemon, 1 when not.
+            let consistent = matches!(
+                (ready, code),
+                (Some(true), Some(0)) | (Some(false), Some(1))
+            );
+            let detail = match ready {
+                Some(true) => "ready".to_string(),
+                Some(false) => format!("not ready: {}", doctor["problems"]),
+                None => "no `ready` field".to_string(),
+            };
+            let status = if consistent { Status::Ok } else { Status::Fail };
+            let detail = if consistent {
+                detail
+            } else {
+                format!("{detail}, but exit code {code:?}")
+            };
+            report.record("probe", status, &detail, took, json!({ "doctor": doctor }));
+        }
+        Err(_) if stderr.contains("unrecognized subcommand") || stderr.contains("'doctor'") => {
+            let detail = format!("doctor unavailable: {}", one_line(&stderr));
+            report.record("probe", Status::Skip, &detail, took, json!({}));
+        }
+        Err(e) => {
+            let detail = format!(
+                "limiter doctor -o json ({code:?}) printed no JSON ({e}): {}",
+                one_line(&format!("{stdout} {stderr}"))
+            );
+            report.record("probe", Status::Fail, &detail, took, json!({}));
+        }
+    }
+}
+
+/// Limit N, N connections held: active is N exactly on both sides; closing brings it to 0.
+fn accounting(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
+    const N: usize = 5;
+    let dest = server.addr_v4(8001);
+    let _server = server.hold_server(dest);
+    daemon.set_rule(dest, N as u32);
+    let conns = client.connect_all(dest, N);
+    wait_active(daemon, dest, N as u64);
+    drop(conns);
+    wait_active(daemon, dest, 0);
+    format!("{N} held counted {N}/{N}, closed back to 0")
+}
+
+/// Server side, reject: connects over the limit get ECONNREFUSED (an RST) at once.
+fn server_reject(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
+    const N: usize = 3;
+    let dest = server.addr_v4(8002);
+    let held = server.hold_server(dest);
+    daemon.set(
+        dest,
+        &["--max-connections", &N.to_string(), "--side", "server"],
+    );
+    let _conns = client.connect_all(dest, N);
+    let over = client.connect_many_timed(dest, 3, CONNECT_TIMEOUT);
+    let slowest = expect_all_refused("over the server-side limit", &over);
+    assert_eq!(held.accepted_count(), N, "accepted beyond the limit");
+    format!("3 over the limit refused, slowest {slowest:?}")
+}
+
+/// Server side, drop: a connect over the limit is not established (its SYNs are discarded).
+fn server_drop(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
+    const N: usize = 2;
+    let dest = server.addr_v4(8003);
+    let held = server.hold_server(dest);
+    let limit = N.to_string();
+    daemon.set(
+        dest,
+        &[
+            "--max-connections",
+            &limit,
+            "--side",
+            "server",
+            "--mode",
+            "drop",
+        ],
+    );
+    let _conns = client.connect_all(dest, N);
+    let over = client.connect_many_timed(dest, 1, DROP_WAIT);
+    let outcome = Outcomes::of(&over);
+    assert!(
+        outcome.ok.is_empty() && outcome.refused.is_empty() && outcome.timed_out.len() == 1,
+        "a connect over the drop limit should time out: {}",
+        outcome.summary()
+    );
+    assert_eq!(held.accepted_count(), N, "accepted beyond the limit");
+    format!("the connect over the limit timed out after {DROP_WAIT:?}")
+}
+
+/// Client side: connect() over the limit fails with ECONNREFUSED before a packet leaves.
+fn client_reject(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
+    const N: usize = 2;
+    let dest = server.addr_v4(8004);
+    let held = server.hold_server(dest);
+    daemon.set(
+        dest,
+        &["--max-connections", &N.to_string(), "--side", "client"],
+    );
+    let _conns = client.connect_all(dest, N);
+    let over = client.connect_many_timed(dest, 2, CONNECT_TIMEOUT);
+    let slowest = expect_all_refused("over the client-side limit", &over);
+    assert_eq!(held.accepted_count(), N, "the server saw a refused connect");
+    format!("2 over the limit refused in connect(), slowest {slowest:?}")
+}
+
+/// Connections open before the rule is set are counted after `set`. Kernels without the
+/// socket-storage iterator count a connection at its next packet: each sends a byte first.
+fn seeding(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
+    const N: usize = 4;
+    let dest = server.addr_v4(8005);
+    let _server = server.hold_server(dest);
+    let mut conns = client.connect_all(dest, N);
+    daemon.set_rule(dest, N as u32);
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.write_all(b"x")
+            .unwrap_or_else(|e| panic!("connection {i} opened before the rule cannot send: {e}"));
+    }
+    wait_active(daemon, dest, N as u64);
+    let over = client.connect_many_timed(dest, 1, CONNECT_TIMEOUT);
+    expect_all_refused("over the limit reached by seeded connections", &over);
+    drop(conns);
+    wait_active(daemon, dest, 0);
+    format!("{N} opened before the rule counted {N}/{N}")
+}
+
+/// kill -9 and restart: the limit holds while no daemon runs, the new daemon adopts the
+/// counts, and the held connections still carry data.
+fn restart(daemon: &mut Daemon, client: &Pod, server: &Pod) -> String {
+    const N: usize = 3;
+    let dest = server.addr_v4(8006);
+    let _server = server.echo_server(dest);
+    daemon.set_rule(dest, N as u32);
+    let mut conns = client.connect_all(dest, N);
+    wait_active(daemon, dest, N as u64);
+    let down = Instant::now();
+    let mut down_for = Duration::ZERO;
+    daemon.crash_and_restart(|| {
+        expect_all_refused(
+            "while no daemon runs",
+            &client.connect_many_timed(dest, 1, CONNECT_TIMEOUT),
+        );
+        echo_all(&mut conns, "while no daemon runs");
+        down_for = down.elapsed();
+    });
+    let d = wait_active(daemon, dest, N as u64);
+    assert_eq!(
+        d["rule"]["max_connections"], N as u64,
+        "the rule survived the restart: {d}"
+    );
+    expect_all_refused(
+        "after the restart",
+        &client.connect_many_timed(dest, 1, CONNECT_TIMEOUT),
+    );
+    echo_all(&mut conns, "after the restart");
+    drop(conns);
+    wait_active(daemon, dest, 0);
+    format!(
+        "limit held while down ({down_for:.1?}), {N}/{N} adopted, restart took {:.1?}",
+        down.elapsed() - down_for
+    )
+}
+
+/// Waits until `dest` counts exactly `n` active connections on both sides.
+#[track_caller]
+fn wait_active(daemon: &Daemon, dest: SocketAddr, n: u64) -> Value {
+    let what = format!("inbound.active == {n} and outbound.active == {n}");
+    daemon.wait_for_dest(dest, COUNTER_TIMEOUT, &what, |d| {
+        counter(d, "inbound", "active") == n && counter(d, "outbound", "active") == n
+    })
+}
+
+/// Every attempt was refused with ECONNREFUSED within [`FAST_REFUSAL`]; returns the slowest.
+#[track_caller]
+fn expect_all_refused(what: &str, attempts: &[ConnectAttempt]) -> Duration {
+    let o = Outcomes::of(attempts);
+    assert!(
+        o.refused.len() == attempts.len(),
+        "{what}: want every connect refused, got {}",
+        o.summary()
+    );
+    let slowest = o.refused.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < FAST_REFUSAL,
+        "{what}: a refusal took {slowest:?} (want < {FAST_REFUSAL:?})"
+    );
+    slowest
+}
+
+/// Every stream still carries data both ways (the server echoes).
+#[track_caller]
+fn echo_all(streams: &mut [TcpStream], when: &str) {
+    for (i, s) in streams.iter_mut().enumerate() {
+        s.set_read_timeout(Some(CONNECT_TIMEOUT))
+            .expect("set a read timeout");
+        s.write_all(&[i as u8])
+            .unwrap_or_else(|e| panic!("{when}: connection {i} cannot send: {e}"));
+        let mut b = [0u8; 1];
+        match s.read_exact(&mut b) {
+            Ok(()) => assert_eq!(b[0], i as u8, "{when}: connection {i} echoed another byte"),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                panic!("{when}: connection {i} got no echo within {CONNECT_TIMEOUT:?}")
+            }
+            Err(e) => panic!("{when}: connection {i} got no echo: {e}"),
+        }
+    }
+}
+
+/// `text` on one line (a panic message can span several), trimmed to a readable length.
+fn one_line(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match joined.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}...", &joined[..cut]),
+        None => joined,
+    }
+}
