@@ -12,7 +12,10 @@ BPF_LINKER_VERSION=0.13.0
 BPF_LLVM_PREFIX=$HOME/.local/bpf-llvm
 APT_PACKAGES=(build-essential pkg-config iproute2 iptables nftables hping3 bpftool conntrack
   ncat socat tcpdump jq python3-pip ca-certificates curl
-  fonts-dejavu-core) # the benchmark plots' font
+  fonts-dejavu-core # the benchmark plots' font
+  # cargo xtask vm-test: qemu, depmod for the guest kernels' modules, a static busybox for
+  # virtme-ng's initramfs, and venv for virtme-ng's virtualenv
+  qemu-system-x86 kmod busybox-static python3-venv)
 
 CHECK_ONLY=0
 PENDING=() # what --check found missing
