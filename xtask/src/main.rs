@@ -2,6 +2,7 @@
 //! `cargo xtask test` runs every test, `cargo xtask lint` every check CI makes.
 mod bench;
 mod overload_plot;
+mod vm;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -30,6 +31,10 @@ enum Task {
     /// Draws docs/bench/overload.png from the overload integration test's timeline (run it with
     /// LIMITER_OVERLOAD_TIMELINE=target/overload/timeline.csv).
     PlotOverload(overload_plot::PlotArgs),
+    /// Boots Debian's 5.10, 6.1 and 6.12 kernels under qemu (virtme-ng, no KVM) and runs the
+    /// release daemon and the kernel smoke suite in each (root); --write-docs writes
+    /// docs/kernels.md.
+    VmTest(vm::VmArgs),
 }
 
 #[derive(clap::Args)]
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         Task::Lint => lint(),
         Task::Bench(args) => bench::run(&args),
         Task::PlotOverload(args) => overload_plot::run(&args),
+        Task::VmTest(args) => vm::run_matrix(&args),
     };
     // Printed by hand: returning the error would add a backtrace whenever RUST_BACKTRACE is set,
     // burying the one line that says which step failed.
