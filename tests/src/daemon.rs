@@ -354,6 +354,17 @@ impl StartFailure {
             .or_else(|| lines().rfind(|l| !l.starts_with("[harness]")))
             .unwrap_or(&self.reason)
     }
+
+    /// The verifier's own verdict when it rejected a program: the line before the
+    /// `verification time` summary that ends its log (e.g. `R7 invalid mem access 'scalar'`).
+    pub fn verifier_reason(&self) -> Option<&str> {
+        let lines: Vec<&str> = self.log.lines().map(str::trim).collect();
+        let summary = lines
+            .iter()
+            .position(|l| l.starts_with("verification time"))?;
+        let before = lines[..summary].iter().rev().find(|l| !l.is_empty())?;
+        (!before.starts_with("error")).then_some(*before)
+    }
 }
 
 /// Spawns `limiter daemon --socket SOCKET --bpffs BPFFS EXTRA...`, its output copied into `log`.
@@ -466,4 +477,46 @@ pub fn run_daemon_to_exit<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> Dae
     let output = output.unwrap_or_else(|e| panic!("wait for `{described}`: {e}"));
     drop(bpffs);
     DaemonExit { output, elapsed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StartFailure;
+
+    fn failure(log: &str) -> StartFailure {
+        StartFailure {
+            reason: "limiter daemon exited (exit status: 1) before it answered `status`".into(),
+            exit_code: Some(1),
+            log: log.into(),
+        }
+    }
+
+    #[test]
+    fn first_error_line_and_verifier_reason_of_a_rejected_program() {
+        let f = failure(
+            "2026-12-05T07:35:53Z  INFO limiter::daemon: starting\n\
+             error: cannot start the dataplane: load program cgroup_ingress: Permission denied. Verifier output: 0: R1=ctx()\n\
+             4106: (db) r1 = atomic64_fetch_add((u64 *)(r7 +0), r1)\n\
+             R7 invalid mem access 'scalar'\n\
+             verification time 103004 usec\n\
+             [harness] daemon had already exited (exit status: 1)\n",
+        );
+        assert!(
+            f.first_error_line()
+                .starts_with("error: cannot start the dataplane")
+        );
+        assert_eq!(f.verifier_reason(), Some("R7 invalid mem access 'scalar'"));
+    }
+
+    #[test]
+    fn a_one_line_verifier_error_is_not_repeated_and_no_error_gives_the_last_line() {
+        let f = failure(
+            "error: load program sock_ops. Verifier output: BPF_STX uses reserved fields\n\
+             verification time 1037 usec\n",
+        );
+        assert_eq!(f.verifier_reason(), None);
+        let quiet = failure("INFO starting\nINFO still loading\n[harness] killed\n");
+        assert_eq!(quiet.first_error_line(), "INFO still loading");
+        assert_eq!(failure("").first_error_line(), failure("").reason);
+    }
 }

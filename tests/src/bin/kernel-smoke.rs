@@ -126,8 +126,18 @@ fn main() -> ExitCode {
     let mut daemon = match Daemon::try_start_with(&[] as &[&str], READY_TIMEOUT) {
         Ok(daemon) => daemon,
         Err(failure) => {
-            let detail = failure.first_error_line().to_string();
-            eprintln!("{}\n---- daemon log ----\n{}", failure.reason, failure.log);
+            let mut detail = failure.first_error_line().to_string();
+            if let Some(why) = failure
+                .verifier_reason()
+                .filter(|why| !detail.contains(why))
+            {
+                detail += &format!(" [verifier: {why}]");
+            }
+            eprintln!(
+                "{} (its log: daemon.log beside the results)",
+                failure.reason
+            );
+            write_daemon_log(&results, &failure.log);
             let extra = json!({ "exit_code": failure.exit_code, "log": failure.log });
             report.record("daemon", Status::Fail, &detail, start.elapsed(), extra);
             return ExitCode::FAILURE;
@@ -143,13 +153,19 @@ fn main() -> ExitCode {
     report.run("seeding", || seeding(&daemon, client, server));
     report.run("restart", || restart(&mut daemon, client, server));
 
-    if let Some(dir) = results.parent() {
-        let _ = std::fs::write(dir.join("daemon.log"), daemon.log());
-    }
+    write_daemon_log(&results, &daemon.log());
     if report.failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The daemon's whole log as `daemon.log` beside the results (the verifier's full output when a
+/// program is rejected, for one).
+fn write_daemon_log(results: &std::path::Path, log: &str) {
+    if let Some(dir) = results.parent() {
+        let _ = std::fs::write(dir.join("daemon.log"), log);
     }
 }
 
