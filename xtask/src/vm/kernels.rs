@@ -1,6 +1,5 @@
 //! Debian kernel packages: finding the newest of a series with apt, downloading it into the
-//! cache, unpacking it and making its modules visible to virtme-ng (which builds the guest's
-//! initramfs from `/lib/modules/<release>`).
+//! cache, unpacking it there and indexing its modules for virtme-ng.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -103,8 +102,7 @@ fn mirror_in(deb822: &str, classic: &str) -> Option<String> {
     from_deb822.or_else(from_classic).map(str::to_string)
 }
 
-/// Resolves, downloads (once) and unpacks (once) the newest kernel of `kernel`'s series, and
-/// installs its modules where virtme-ng looks for them.
+/// Resolves, downloads (once) and unpacks (once) the newest kernel of `kernel`'s series.
 pub fn prepare(kernel: &Kernel, cache: &Path) -> Result<Unpacked> {
     let apt = apt_options(kernel, cache)?;
     if !apt.is_empty() {
@@ -117,7 +115,7 @@ pub fn prepare(kernel: &Kernel, cache: &Path) -> Result<Unpacked> {
     let deb = download(&package, cache, &apt)?;
     let version = version_in_file_name(&deb).unwrap_or_default();
     let tree = unpack(&deb, &release, cache)?;
-    install_modules(&tree, &release)?;
+    index_modules(&tree, &release)?;
     let vmlinuz = tree.join(format!("boot/vmlinuz-{release}"));
     if !vmlinuz.is_file() {
         bail!("{package} has no {}", vmlinuz.display());
@@ -225,25 +223,19 @@ fn unpack(deb: &Path, release: &str, cache: &Path) -> Result<PathBuf> {
     Ok(tree)
 }
 
-/// virtme-ng builds the guest's initramfs (9p, virtio) from `/lib/modules/<release>` and the
-/// guest loads modules from there: copy the package's modules there once and index them.
-fn install_modules(tree: &Path, release: &str) -> Result<()> {
-    let target = Path::new("/lib/modules").join(release);
-    if target.join("modules.dep").is_file() {
+/// virtme-ng finds a kernel's modules next to its image (`<tree>/lib/modules/<release>`, the
+/// unpacked package), builds the guest's initramfs (9p, virtio) from them and links them at
+/// `/lib/modules/<release>` in the guest; the host's /lib/modules is never touched. The package
+/// ships no modules.dep: index them once here (virtme-ng would otherwise do it on every boot).
+fn index_modules(tree: &Path, release: &str) -> Result<()> {
+    let modules = tree.join("lib/modules").join(release);
+    if !modules.is_dir() {
+        bail!("the package has no {}", modules.display());
+    }
+    if modules.join("modules.dep").is_file() {
         return Ok(());
     }
-    let source = tree.join("lib/modules").join(release);
-    if !source.is_dir() {
-        bail!("the package has no {}", source.display());
-    }
-    eprintln!(
-        "xtask: vm-test: installing the modules of {release} in {} (depmod)",
-        target.display()
-    );
-    std::fs::create_dir_all("/lib/modules").context("create /lib/modules")?;
-    let _ = std::fs::remove_dir_all(&target);
-    run_quiet(Command::new("cp").arg("-a").arg(&source).arg(&target))?;
-    run_quiet(Command::new("depmod").arg(release))
+    run_quiet(Command::new("depmod").arg("-b").arg(tree).arg(release))
 }
 
 #[cfg(test)]

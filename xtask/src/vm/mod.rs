@@ -264,8 +264,8 @@ fn one_kernel(
 fn check_host() -> Result<()> {
     if !crate::is_root()? {
         bail!(
-            "vm-test needs root: it installs the kernels' modules under /lib/modules, and the \
-             guest runs the daemon as the host's root"
+            "vm-test needs root: the guest runs the daemon and the smoke suite as the user \
+             who started it, and they need root there"
         );
     }
     let missing: Vec<&str> = HOST_PACKAGES
