@@ -112,9 +112,18 @@ pub fn prepare(kernel: &Kernel, cache: &Path) -> Result<Unpacked> {
     let release = release_of(&package)
         .with_context(|| format!("cannot read a kernel release from {package}"))?
         .to_string();
-    let deb = download(&package, cache, &apt)?;
-    let version = version_in_file_name(&deb).unwrap_or_default();
-    let tree = unpack(&deb, &release, cache)?;
+    let tree = cache.join("kernels").join(&release);
+    let version_file = tree.join(".package-version");
+    if !tree.is_dir() {
+        let deb = download(&package, cache, &apt)?;
+        let version = version_in_file_name(&deb).unwrap_or_default();
+        unpack(&deb, &tree, &version)?;
+        // Only the unpacked tree is used from now on.
+        let _ = std::fs::remove_file(&deb);
+    }
+    let version = std::fs::read_to_string(&version_file)
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
     index_modules(&tree, &release)?;
     let vmlinuz = tree.join(format!("boot/vmlinuz-{release}"));
     if !vmlinuz.is_file() {
@@ -208,19 +217,20 @@ fn version_in_file_name(deb: &Path) -> Option<String> {
     Some(name.split('_').nth(1)?.to_string())
 }
 
-/// The package's files under `<cache>/kernels/<release>`, unpacked once (into a temporary
-/// folder renamed when complete, so an interrupted unpack is redone).
-fn unpack(deb: &Path, release: &str, cache: &Path) -> Result<PathBuf> {
-    let tree = cache.join("kernels").join(release);
-    if tree.is_dir() {
-        return Ok(tree);
-    }
-    let partial = cache.join("kernels").join(format!("{release}.partial"));
+/// Unpacks `deb` as `tree` (`<cache>/kernels/<release>`), with the package's version in
+/// `.package-version`: into a temporary folder renamed when complete, so an interrupted unpack
+/// is redone.
+fn unpack(deb: &Path, tree: &Path, version: &str) -> Result<()> {
+    // Not with_extension: a release's dots are not an extension (6.1.0-57-amd64).
+    let mut partial = tree.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).with_context(|| format!("create {}", partial.display()))?;
     run_quiet(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial))?;
-    std::fs::rename(&partial, &tree).with_context(|| format!("rename to {}", tree.display()))?;
-    Ok(tree)
+    std::fs::write(partial.join(".package-version"), version)
+        .with_context(|| format!("write {}/.package-version", partial.display()))?;
+    std::fs::rename(&partial, tree).with_context(|| format!("rename to {}", tree.display()))
 }
 
 /// virtme-ng finds a kernel's modules next to its image (`<tree>/lib/modules/<release>`, the

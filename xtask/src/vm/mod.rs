@@ -138,10 +138,11 @@ pub fn run_matrix(args: &VmArgs) -> Result<()> {
     for kernel in kernels {
         let run = one_kernel(kernel, &cache, &vng_bin, &limiter, &smoke, timeout);
         eprintln!(
-            "xtask: vm-test [{}] {} in {:.0} s",
+            "xtask: vm-test [{}] {} in {:.0} s (and {:.0} s to fetch and unpack the kernel)",
             kernel.series,
             report::outcome_text(&run),
-            run.wall.as_secs_f64()
+            run.wall.as_secs_f64(),
+            run.prepare.as_secs_f64()
         );
         runs.push(run);
     }
@@ -194,8 +195,12 @@ fn one_kernel(
         scenarios: Vec::new(),
         probe: Probe::Unavailable("not run".into()),
         wall: Duration::ZERO,
+        prepare: Duration::ZERO,
     };
-    let prepared = match kernels::prepare(kernel, cache) {
+    let start = Instant::now();
+    let prepared = kernels::prepare(kernel, cache);
+    run.prepare = start.elapsed();
+    let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
             run.outcome = Outcome::Fail(format!("could not prepare the kernel: {e:#}"));

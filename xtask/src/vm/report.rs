@@ -268,6 +268,7 @@ mod tests {
                 ],
                 probe: Probe::Unavailable("doctor unavailable".into()),
                 wall: Duration::from_secs(31),
+                prepare: Duration::ZERO,
             },
             KernelRun {
                 series: "6.1",
@@ -288,6 +289,7 @@ mod tests {
                     problems: Vec::new(),
                 },
                 wall: Duration::from_millis(64_400),
+                prepare: Duration::ZERO,
             },
             KernelRun {
                 series: "6.12",
@@ -309,6 +311,7 @@ mod tests {
                     problems: Vec::new(),
                 },
                 wall: Duration::from_secs(70),
+                prepare: Duration::ZERO,
             },
         ]
     }

@@ -73,6 +73,8 @@ pub struct KernelRun {
     pub probe: Probe,
     /// Boot, suite and power-off, as the host saw it.
     pub wall: Duration,
+    /// Resolving, downloading and unpacking the package (near zero from a warm cache).
+    pub prepare: Duration,
 }
 
 impl KernelRun {
@@ -330,6 +332,7 @@ mod tests {
             scenarios: Vec::new(),
             probe: Probe::Unavailable(String::new()),
             wall: Duration::ZERO,
+            prepare: Duration::ZERO,
         };
         let unsupported = || Outcome::Unsupported("minimum".into());
         assert!(run(Expect::Pass, Outcome::Pass).meets_expectation());
