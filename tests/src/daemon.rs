@@ -36,6 +36,9 @@ pub struct Daemon {
     /// The extra `limiter daemon` arguments, given again on a restart (as a real restart
     /// would: same unit, same flags).
     args: Vec<std::ffi::OsString>,
+    /// Environment variables of the daemon (e.g. LIMITER_DISABLE_CAPABILITIES), kept across
+    /// restarts like the arguments.
+    env: Vec<(String, String)>,
     // Dropped in this order: the mount before the folder that holds it.
     bpffs: BpffsMount,
     _dir: TempDir,
@@ -49,9 +52,19 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with more arguments for `limiter daemon` (`--config FILE`).
     pub fn start_with<S: AsRef<OsStr>>(extra_args: &[S]) -> Self {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// Like [`Daemon::start_with`], with environment variables for the daemon, e.g.
+    /// `LIMITER_DISABLE_CAPABILITIES=seed_iterator` to run a degraded path on any kernel.
+    pub fn start_with_env<S: AsRef<OsStr>>(extra_args: &[S], env: &[(&str, &str)]) -> Self {
         let (dir, socket, bpffs) = isolation();
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, readers) = spawn(&socket, bpffs.path(), extra_args, &log);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, readers) = spawn(&socket, bpffs.path(), extra_args, &env, &log);
         // From here the guard owns the child: a failure below still stops it and prints its log.
         let mut daemon = Self {
             child,
@@ -59,6 +72,7 @@ impl Daemon {
             readers,
             socket,
             args: extra_args.iter().map(|a| a.as_ref().to_owned()).collect(),
+            env,
             bpffs,
             _dir: dir,
         };
@@ -83,7 +97,13 @@ impl Daemon {
             .unwrap_or_else(|| panic!("daemon still running {STOP_TIMEOUT:?} after {signal}"));
         self.note(format!("---- daemon stopped by {signal} ({status}) ----"));
         while_down();
-        let (child, readers) = spawn(&self.socket, self.bpffs.path(), &self.args, &self.log);
+        let (child, readers) = spawn(
+            &self.socket,
+            self.bpffs.path(),
+            &self.args,
+            &self.env,
+            &self.log,
+        );
         self.child = child;
         self.readers.extend(readers);
         self.note("---- daemon restarted on the same pins ----".into());
@@ -234,6 +254,42 @@ impl Daemon {
         })
     }
 
+    /// Lets the rule of `dest`, created while connections to it were open, count them the way
+    /// this kernel can. Where the daemon seeds exactly (`seeding: exact`, the socket-storage
+    /// iterator) there is nothing to do: they must be counted with no traffic at all. Where it
+    /// reports `next_packet` (a kernel that refuses BPF iterators), each connection is counted
+    /// when it next carries a packet, so `send_a_packet_on_each` runs. The caller then waits
+    /// for the counts it expects, whichever route ran.
+    #[track_caller]
+    pub fn let_rule_count_open(&self, dest: SocketAddr, send_a_packet_on_each: impl FnOnce()) {
+        if self.seeds_on_next_packet(dest) {
+            self.note(format!(
+                "{dest}: seeding next_packet: a packet on each open connection"
+            ));
+            send_a_packet_on_each();
+        }
+    }
+
+    /// One byte on each of `conns`, for a server that reads and discards (a hold server):
+    /// what [`Daemon::let_rule_count_open`] needs on a `next_packet` kernel.
+    pub fn one_byte_on_each(conns: &mut [std::net::TcpStream]) {
+        for c in conns.iter_mut() {
+            std::io::Write::write_all(c, b"n").expect("write one byte on an open connection");
+        }
+    }
+
+    /// Whether the rule of `dest` counts the connections open at its creation only when they
+    /// next carry a packet (`seeding: next_packet`) rather than at once (`exact`).
+    #[track_caller]
+    pub fn seeds_on_next_packet(&self, dest: SocketAddr) -> bool {
+        let d = self.dest_status(dest);
+        match d["seeding"].as_str() {
+            Some("exact") => false,
+            Some("next_packet") => true,
+            other => panic!("{dest}: unexpected `seeding` {other:?} in limiter status: {d:#}"),
+        }
+    }
+
     /// Adds a harness line to the daemon's log (printed when a test fails).
     fn note(&self, line: String) {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
@@ -296,10 +352,12 @@ fn spawn<S: AsRef<OsStr>>(
     socket: &Path,
     bpffs: &Path,
     extra_args: &[S],
+    env: &[(String, String)],
     log: &Arc<Mutex<String>>,
 ) -> (Child, Vec<JoinHandle<()>>) {
     let mut command = limiter_command();
     command
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("daemon")
         .arg("--socket")
         .arg(socket)
@@ -360,9 +418,19 @@ pub struct DaemonExit {
 /// to exit by itself within `timeout`. If it is still running then, it is killed and the test
 /// fails: a daemon that should have refused to start did start.
 pub fn run_daemon_to_exit<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> DaemonExit {
+    run_daemon_to_exit_env(args, &[], timeout)
+}
+
+/// [`run_daemon_to_exit`] with environment variables for the daemon.
+pub fn run_daemon_to_exit_env<S: AsRef<OsStr>>(
+    args: &[S],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> DaemonExit {
     let (_dir, socket, bpffs) = isolation();
     let mut command: Command = limiter_command();
     command
+        .envs(env.iter().copied())
         .arg("daemon")
         .arg("--socket")
         .arg(&socket)
