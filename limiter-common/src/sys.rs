@@ -74,16 +74,21 @@ pub const BPF_PROG_QUERY: libc::c_long = 16;
 /// order they run.
 pub const BPF_F_QUERY_EFFECTIVE: u32 = 1;
 
-/// What a link is: `(type, link id, program id)` from BPF_OBJ_GET_INFO_BY_FD.
-pub fn link_info(link: &OwnedFd) -> io::Result<(u32, u32, u32)> {
+/// BPF_OBJ_GET_INFO_BY_FD: fills `info` with the start of the object's info struct.
+fn obj_info(obj: &OwnedFd, info: &mut [u8]) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;
-    // struct bpf_link_info { __u32 type; __u32 id; __u32 prog_id; union {...} }
-    let mut info = [0u8; 64];
     let mut attr = [0u8; 128];
-    put_u32(&mut attr, 0, link.as_raw_fd() as u32);
+    put_u32(&mut attr, 0, obj.as_raw_fd() as u32);
     put_u32(&mut attr, 4, info.len() as u32);
     put_u64(&mut attr, 8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(drop)
+}
+
+/// What a link is: `(type, link id, program id)` from BPF_OBJ_GET_INFO_BY_FD.
+pub fn link_info(link: &OwnedFd) -> io::Result<(u32, u32, u32)> {
+    // struct bpf_link_info { __u32 type; __u32 id; __u32 prog_id; union {...} }
+    let mut info = [0u8; 64];
+    obj_info(link, &mut info)?;
     Ok((get_u32(&info, 0), get_u32(&info, 4), get_u32(&info, 8)))
 }
 
@@ -96,14 +101,9 @@ pub fn prog_by_id(id: u32) -> io::Result<OwnedFd> {
 
 /// The name a program was loaded with (at most 15 bytes, as the kernel keeps it).
 pub fn prog_name(prog: &OwnedFd) -> io::Result<std::string::String> {
-    use std::os::fd::AsRawFd as _;
     // struct bpf_prog_info: char name[16] at offset 64.
     let mut info = [0u8; 96];
-    let mut attr = [0u8; 128];
-    put_u32(&mut attr, 0, prog.as_raw_fd() as u32);
-    put_u32(&mut attr, 4, info.len() as u32);
-    put_u64(&mut attr, 8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    obj_info(prog, &mut info)?;
     let name = &info[64..80];
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     Ok(std::string::String::from_utf8_lossy(&name[..end]).into_owned())
