@@ -294,7 +294,10 @@ pub struct ConnRecord {
     pub phase: u32,
     /// Pending bucket epoch of a [`phase::RESERVED`] reservation.
     pub reserve_epoch: u32,
-    pub _pad: u32,
+    /// The adoption generation (the `ADOPT_GEN` map) this socket was last checked
+    /// against, where open connections are adopted by their next packet (kernels without the
+    /// socket-storage iterator). Was padding: records of older builds read 0 here.
+    pub adopt_gen: u32,
 }
 
 /// Key of a per-source slot counter: one source address's connections to one rule.

@@ -67,3 +67,69 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     put_u64(&mut attr, 0, c.as_ptr() as u64);
     bpf(BPF_OBJ_GET, &mut attr).map(owned)
 }
+
+/// BPF_PROG_QUERY: the programs attached to a cgroup or a network namespace.
+pub const BPF_PROG_QUERY: libc::c_long = 16;
+/// BPF_PROG_QUERY flag: the programs that run for the target, inherited ones included, in the
+/// order they run.
+pub const BPF_F_QUERY_EFFECTIVE: u32 = 1;
+
+/// BPF_OBJ_GET_INFO_BY_FD: fills `info` with the start of the object's info struct.
+fn obj_info(obj: &OwnedFd, info: &mut [u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, obj.as_raw_fd() as u32);
+    put_u32(&mut attr, 4, info.len() as u32);
+    put_u64(&mut attr, 8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(drop)
+}
+
+/// What a link is: `(type, link id, program id)` from BPF_OBJ_GET_INFO_BY_FD.
+pub fn link_info(link: &OwnedFd) -> io::Result<(u32, u32, u32)> {
+    // struct bpf_link_info { __u32 type; __u32 id; __u32 prog_id; union {...} }
+    let mut info = [0u8; 64];
+    obj_info(link, &mut info)?;
+    Ok((get_u32(&info, 0), get_u32(&info, 4), get_u32(&info, 8)))
+}
+
+/// A file descriptor of the program with id `id`.
+pub fn prog_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = [0u8; 128];
+    put_u32(&mut attr, 0, id);
+    bpf(BPF_PROG_GET_FD_BY_ID, &mut attr).map(owned)
+}
+
+/// The name a program was loaded with (at most 15 bytes, as the kernel keeps it).
+pub fn prog_name(prog: &OwnedFd) -> io::Result<std::string::String> {
+    // struct bpf_prog_info: char name[16] at offset 64.
+    let mut info = [0u8; 96];
+    obj_info(prog, &mut info)?;
+    let name = &info[64..80];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Ok(std::string::String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// The ids of the programs on `target` (a cgroup or netns fd) for `attach_type`, in the order
+/// they run; `effective` includes those inherited from parent cgroups.
+pub fn prog_query(
+    target: std::os::fd::BorrowedFd<'_>,
+    attach_type: u32,
+    effective: bool,
+) -> io::Result<std::vec::Vec<u32>> {
+    use std::os::fd::AsRawFd as _;
+    let mut ids = std::vec![0u32; 256];
+    let mut attr = [0u8; 128];
+    // struct { target_fd; attach_type; query_flags; attach_flags; prog_ids (u64); prog_cnt }
+    put_u32(&mut attr, 0, target.as_raw_fd() as u32);
+    put_u32(&mut attr, 4, attach_type);
+    put_u32(
+        &mut attr,
+        8,
+        if effective { BPF_F_QUERY_EFFECTIVE } else { 0 },
+    );
+    put_u64(&mut attr, 16, ids.as_mut_ptr() as u64);
+    put_u32(&mut attr, 24, ids.len() as u32);
+    bpf(BPF_PROG_QUERY, &mut attr)?;
+    ids.truncate(get_u32(&attr, 24) as usize);
+    Ok(ids)
+}

@@ -2,7 +2,8 @@
 //!
 //! cgroup/connect4 and connect6 at the cgroup v2 root run before the kernel routes or sends
 //! anything, with the address the caller passed: a Service VIP is limited as the VIP, before
-//! any DNAT. A refused connect() returns ECONNREFUSED (bpf_set_retval) and no packet leaves.
+//! any DNAT. A refused connect() returns ECONNREFUSED (bpf_set_retval; EPERM on kernels
+//! without it) and no packet leaves.
 //! An admitted one holds a reservation; sock_ops turns it into a held slot when the SYN is
 //! sent, and if connect() fails before that, the reservation expires with its bucket.
 
@@ -114,8 +115,12 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
                 &dest,
                 &entity,
             );
-            // SAFETY: sets the syscall's return value; valid in cgroup sock_addr programs.
-            unsafe { bpf_set_retval(-ECONNREFUSED) };
+            if crate::features::has_set_retval() {
+                // SAFETY: sets the syscall's return value; valid in cgroup sock_addr programs.
+                unsafe { bpf_set_retval(-ECONNREFUSED) };
+            }
+            // Without bpf_set_retval (before Linux 5.18) the caller sees EPERM: still refused
+            // at once, with no packet sent.
             DENY
         }
     }
@@ -142,6 +147,7 @@ pub fn try_egress_syn(ctx: &SkBuffContext) -> i32 {
     }
     // SAFETY: non-NULL socket pointer from the context.
     if unsafe { (*sk).state } != BPF_TCP_SYN_SENT {
+        crate::adopt::on_packet(sk as *mut core::ffi::c_void);
         return 1;
     }
     // SAFETY: context fields of the socket, each read once.

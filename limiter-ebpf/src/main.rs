@@ -10,9 +10,11 @@
 mod accounting;
 mod addr;
 mod admit;
+mod adopt;
 mod client;
 mod conn;
 mod events;
+mod features;
 mod maps;
 mod rules;
 mod seed;

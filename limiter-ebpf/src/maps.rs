@@ -55,6 +55,11 @@ pub static EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::pinned(1, 0);
 #[map(name = "LAYOUT")]
 pub static LAYOUT: Array<u32> = Array::pinned(1, 0);
 
+/// The adoption generation (index 0), raised by the daemon when it creates a rule on a kernel
+/// where open connections are adopted by their next packet (adopt.rs).
+#[map(name = "ADOPT_GEN")]
+pub static ADOPT_GEN: Array<u32> = Array::pinned(1, 0);
+
 /// The seeding iterator's parameters (index 0), written by userspace before each run.
 #[map(name = "SEED")]
 pub static SEED: Array<SeedRequest> = Array::with_max_entries(1, 0);

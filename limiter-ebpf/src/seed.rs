@@ -74,32 +74,40 @@ pub fn try_seed(ctx: *mut IterCtx) -> i32 {
         return 0;
     }
     let current = rec.rule_id;
-    if current == CONN_CLOSED || current == req.rule_id {
-        return 0;
+    adopt(rec, current, req.rule_id);
+    0
+}
+
+/// Counts an established socket that holds no live slot (`current`: its record's rule id,
+/// read by the caller) to `rule_id`, unless the close path or another adoption wins the race.
+/// Shared by the iterator and by adoption on the next packet (adopt.rs).
+#[inline(always)]
+pub fn adopt(rec: &mut ConnRecord, current: u64, rule_id: u64) {
+    if current == CONN_CLOSED || current == rule_id {
+        return;
     }
     // A slot of another live rule stays where it is; one of a deleted rule is void.
     if current != 0 && RULE_STATE.get_ptr(&current).is_some() {
-        return 0;
+        return;
     }
-    let Some(slots) = rules::slots(req.rule_id, rec.side) else {
-        return 0;
+    let Some(slots) = rules::slots(rule_id, rec.side) else {
+        return;
     };
     // The rule as published: a client-side limit counts per pod, and the pod's share must
     // include what it already holds. (A server-side per-source share is not seeded.)
     let entity = match rules::lookup(&rec.dest) {
-        Some(cfg) if cfg.id == req.rule_id => take_entity_slot(cfg, rec),
+        Some(cfg) if cfg.id == rule_id => take_entity_slot(cfg, rec),
         _ => {
             rec.flags = 0;
             None
         }
     };
-    if cas(conn::rule_id_ptr(rec), current, req.rule_id).1 {
+    if cas(conn::rule_id_ptr(rec), current, rule_id).1 {
         force_take(slots);
         let established = rec.established_ns;
-        conn::count_established(rec, req.rule_id, established);
+        conn::count_established(rec, rule_id, established);
     } else if let Some(src) = entity {
         give_back(src);
         rec.flags = 0;
     }
-    0
 }

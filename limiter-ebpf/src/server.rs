@@ -221,6 +221,7 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
     }
     // SAFETY: non-NULL socket pointer from the context.
     if unsafe { (*sk).state } != BPF_TCP_LISTEN {
+        crate::adopt::on_packet(sk as *mut core::ffi::c_void);
         return 1;
     }
     let Some((flow, flags)) = parse(ctx) else {

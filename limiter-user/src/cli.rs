@@ -144,6 +144,17 @@ processes), and OVERFLOW, the connections refused because the limit was reached 
     )]
     Status(OutputArgs),
 
+    /// Will limiter work on this node? Probe the kernel and the node, without a daemon.
+    #[command(
+        long_about = "Report whether this node can run the limiter daemon, without one running: \
+the kernel, the cgroup layout, bpffs, BTF, every kernel capability limiter uses (probed by \
+loading minimal programs, not read from the version) with what a missing one disables, and every \
+other agent's program on the hooks limiter attaches to, in the order they run.\n\n\
+Needs root (the probes load programs). Exits 0 when the daemon can run here (perhaps degraded), \
+1 when it cannot, naming each problem.\n\nExample: limiter doctor -o json"
+    )]
+    Doctor(DoctorArgs),
+
     /// Print a shell completion script.
     #[command(long_about = "Print a completion script for SHELL on stdout.\n\n\
 Example: limiter completions bash > /etc/bash_completion.d/limiter")]
@@ -377,6 +388,19 @@ pub struct ApplyArgs {
     /// TOML file of [[rules]] tables, or - for standard input, e.g. rules.toml.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// cgroup v2 directory the daemon would govern, e.g. /sys/fs/cgroup. [default: the cgroup
+    /// v2 mount, as the daemon finds it]
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// bpffs mount point the daemon would pin under, e.g. /sys/fs/bpf. [default: /sys/fs/bpf]
+    #[arg(long, value_name = "PATH")]
+    pub bpffs: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod control;
 mod daemon;
 mod dataplane;
 mod dest;
+mod doctor;
 mod event_stream;
 mod handler;
 mod kube;
@@ -108,7 +109,12 @@ fn main() -> ExitCode {
         Err(e) => {
             // `{:#}` joins the context chain on one line: one clear message, no debug dump.
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // A kernel that cannot run the daemon has an exit status of its own, so that a
+            // supervisor (or the kernel matrix) tells it from a passing failure.
+            match e.downcast_ref::<dataplane::UnsupportedKernel>() {
+                Some(_) => ExitCode::from(dataplane::UnsupportedKernel::EXIT_CODE),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -250,6 +256,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => {
             let data = control::request(&client_socket(), &Request::Status)?;
             print_doc(&data, args.output, output::status_table)
+        }
+        Command::Doctor(args) => {
+            let bpffs = args
+                .bpffs
+                .unwrap_or_else(|| PathBuf::from(crate::paths::BPFFS));
+            let report = doctor::Report::gather(args.cgroup.as_deref(), &bpffs);
+            let text = match args.output.output {
+                Format::Json => serde_json::to_string_pretty(&report)?,
+                Format::Table => report.render(),
+            };
+            print_line(&text)?;
+            anyhow::ensure!(
+                report.ready,
+                "this node cannot run the limiter daemon: {}",
+                report.problems.join("; ")
+            );
+            Ok(())
         }
         Command::Completions { shell } => {
             clap_complete::generate(

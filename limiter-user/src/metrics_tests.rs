@@ -74,6 +74,7 @@ fn refusals_carry_reason_action_and_side() {
         outbound: Default::default(),
         rule: None,
         source: None,
+        seeding: None,
         overload: Default::default(),
         service: Default::default(),
     }];

@@ -176,6 +176,11 @@ pub struct DestinationStatus {
     /// Where the rule comes from (`config` or `runtime`), filled in by the daemon.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<&'static str>,
+    /// How the connections open when the rule was created are counted: `exact` (at once) or
+    /// `next_packet` (on a kernel without the seeding iterator: each when it next carries a
+    /// packet, so idle ones go uncounted until then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeding: Option<&'static str>,
     #[serde(flatten)]
     pub overload: OverloadStatus,
     /// For an address rule derived from a `svc/` rule: that rule's destination. For a `svc/`

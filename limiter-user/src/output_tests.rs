@@ -27,6 +27,7 @@ fn status() -> DestinationStatus {
         },
         rule: Some(rule()),
         source: None,
+        seeding: None,
         overload: Default::default(),
         service: Default::default(),
     }

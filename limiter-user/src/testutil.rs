@@ -68,6 +68,7 @@ impl Dataplane for MemoryDataplane {
                 },
                 rule: Some(r.clone()),
                 source: None,
+                seeding: None,
                 overload: Default::default(),
                 service: Default::default(),
             })

@@ -35,6 +35,8 @@ pub fn limiter_bin() -> PathBuf {
 pub fn limiter_command() -> Command {
     let mut c = Command::new(limiter_bin());
     c.env_remove(SOCKET_ENV);
+    // A test that wants a capability off says so itself (Daemon::start_with_env).
+    c.env_remove("LIMITER_DISABLE_CAPABILITIES");
     c
 }
 

@@ -38,6 +38,9 @@ pub struct Daemon {
     args: Vec<std::ffi::OsString>,
     /// How long a start (or restart) may take to answer `limiter status`.
     ready_timeout: Duration,
+    /// Environment variables of the daemon (e.g. LIMITER_DISABLE_CAPABILITIES), kept across
+    /// restarts like the arguments.
+    env: Vec<(String, String)>,
     // Dropped in this order: the mount before the folder that holds it.
     bpffs: BpffsMount,
     _dir: TempDir,
@@ -51,7 +54,13 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with more arguments for `limiter daemon` (`--config FILE`).
     pub fn start_with<S: AsRef<OsStr>>(extra_args: &[S]) -> Self {
-        let mut daemon = Self::spawn_with(extra_args, READY_TIMEOUT);
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// Like [`Daemon::start_with`], with environment variables for the daemon, e.g.
+    /// `LIMITER_DISABLE_CAPABILITIES=seed_iterator` to run a degraded path on any kernel.
+    pub fn start_with_env<S: AsRef<OsStr>>(extra_args: &[S], env: &[(&str, &str)]) -> Self {
+        let mut daemon = Self::spawn_with(extra_args, env, READY_TIMEOUT);
         // The guard owns the child: a failure here still stops it and prints its log.
         if let Err(reason) = daemon.try_wait_ready() {
             panic!("{reason}; its log follows");
@@ -66,7 +75,7 @@ impl Daemon {
         extra_args: &[S],
         ready_timeout: Duration,
     ) -> Result<Self, StartFailure> {
-        let mut daemon = Self::spawn_with(extra_args, ready_timeout);
+        let mut daemon = Self::spawn_with(extra_args, &[], ready_timeout);
         match daemon.try_wait_ready() {
             Ok(()) => Ok(daemon),
             Err(reason) => {
@@ -86,10 +95,18 @@ impl Daemon {
         }
     }
 
-    fn spawn_with<S: AsRef<OsStr>>(extra_args: &[S], ready_timeout: Duration) -> Self {
+    fn spawn_with<S: AsRef<OsStr>>(
+        extra_args: &[S],
+        env: &[(&str, &str)],
+        ready_timeout: Duration,
+    ) -> Self {
         let (dir, socket, bpffs) = isolation();
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, readers) = spawn(&socket, bpffs.path(), extra_args, &log);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, readers) = spawn(&socket, bpffs.path(), extra_args, &env, &log);
         Self {
             child,
             log,
@@ -97,6 +114,7 @@ impl Daemon {
             socket,
             args: extra_args.iter().map(|a| a.as_ref().to_owned()).collect(),
             ready_timeout,
+            env,
             bpffs,
             _dir: dir,
         }
@@ -119,7 +137,13 @@ impl Daemon {
             .unwrap_or_else(|| panic!("daemon still running {STOP_TIMEOUT:?} after {signal}"));
         self.note(format!("---- daemon stopped by {signal} ({status}) ----"));
         while_down();
-        let (child, readers) = spawn(&self.socket, self.bpffs.path(), &self.args, &self.log);
+        let (child, readers) = spawn(
+            &self.socket,
+            self.bpffs.path(),
+            &self.args,
+            &self.env,
+            &self.log,
+        );
         self.child = child;
         self.readers.extend(readers);
         self.note("---- daemon restarted on the same pins ----".into());
@@ -274,6 +298,42 @@ impl Daemon {
         })
     }
 
+    /// Lets the rule of `dest`, created while connections to it were open, count them the way
+    /// this kernel can. Where the daemon seeds exactly (`seeding: exact`, the socket-storage
+    /// iterator) there is nothing to do: they must be counted with no traffic at all. Where it
+    /// reports `next_packet` (a kernel that refuses BPF iterators), each connection is counted
+    /// when it next carries a packet, so `send_a_packet_on_each` runs. The caller then waits
+    /// for the counts it expects, whichever route ran.
+    #[track_caller]
+    pub fn let_rule_count_open(&self, dest: SocketAddr, send_a_packet_on_each: impl FnOnce()) {
+        if self.seeds_on_next_packet(dest) {
+            self.note(format!(
+                "{dest}: seeding next_packet: a packet on each open connection"
+            ));
+            send_a_packet_on_each();
+        }
+    }
+
+    /// One byte on each of `conns`, for a server that reads and discards (a hold server):
+    /// what [`Daemon::let_rule_count_open`] needs on a `next_packet` kernel.
+    pub fn one_byte_on_each(conns: &mut [std::net::TcpStream]) {
+        for c in conns.iter_mut() {
+            std::io::Write::write_all(c, b"n").expect("write one byte on an open connection");
+        }
+    }
+
+    /// Whether the rule of `dest` counts the connections open at its creation only when they
+    /// next carry a packet (`seeding: next_packet`) rather than at once (`exact`).
+    #[track_caller]
+    pub fn seeds_on_next_packet(&self, dest: SocketAddr) -> bool {
+        let d = self.dest_status(dest);
+        match d["seeding"].as_str() {
+            Some("exact") => false,
+            Some("next_packet") => true,
+            other => panic!("{dest}: unexpected `seeding` {other:?} in limiter status: {d:#}"),
+        }
+    }
+
     /// Adds a harness line to the daemon's log (printed when a test fails).
     fn note(&self, line: String) {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
@@ -372,10 +432,12 @@ fn spawn<S: AsRef<OsStr>>(
     socket: &Path,
     bpffs: &Path,
     extra_args: &[S],
+    env: &[(String, String)],
     log: &Arc<Mutex<String>>,
 ) -> (Child, Vec<JoinHandle<()>>) {
     let mut command = limiter_command();
     command
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("daemon")
         .arg("--socket")
         .arg(socket)
@@ -436,9 +498,19 @@ pub struct DaemonExit {
 /// to exit by itself within `timeout`. If it is still running then, it is killed and the test
 /// fails: a daemon that should have refused to start did start.
 pub fn run_daemon_to_exit<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> DaemonExit {
+    run_daemon_to_exit_env(args, &[], timeout)
+}
+
+/// [`run_daemon_to_exit`] with environment variables for the daemon.
+pub fn run_daemon_to_exit_env<S: AsRef<OsStr>>(
+    args: &[S],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> DaemonExit {
     let (_dir, socket, bpffs) = isolation();
     let mut command: Command = limiter_command();
     command
+        .envs(env.iter().copied())
         .arg("daemon")
         .arg("--socket")
         .arg(&socket)

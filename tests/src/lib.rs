@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub use bpffs::BpffsMount;
 pub use cgroup::CpuCgroup;
 pub use cli::{limiter_bin, limiter_cli};
-pub use daemon::{Daemon, DaemonExit, StartFailure, run_daemon_to_exit};
+pub use daemon::{Daemon, DaemonExit, StartFailure, run_daemon_to_exit, run_daemon_to_exit_env};
 pub use measure::{Outcomes, REJECT_LATENCY, expect_exactly, peak_while, percentile};
 pub use netns::NetNs;
 pub use testbed::{AddrPlan, Pod, Testbed};

@@ -74,7 +74,7 @@ fn rule_created_while_open_counts_existing() {
     let server = bed.pod(2).hold_server(dest);
     let daemon = Daemon::start();
 
-    let conns = bed.pod(1).connect_all(dest, 10);
+    let mut conns = bed.pod(1).connect_all(dest, 10);
     assert!(
         wait_until(WAIT, || server.open_count() == 10),
         "server holds {} of 10",
@@ -86,6 +86,7 @@ fn rule_created_while_open_counts_existing() {
     );
 
     daemon.set_rule(dest, 1000);
+    daemon.let_rule_count_open(dest, || Daemon::one_byte_on_each(&mut conns));
     daemon.wait_for_active(dest, 10, 10);
 
     drop(conns);
@@ -111,9 +112,10 @@ fn client_rule_created_while_open_counts_them_to_their_pod() {
     let dest = bed.pod(2).addr_v4(8080);
     let _server = bed.pod(2).hold_server(dest);
     let daemon = Daemon::start();
-    let held = bed.pod(1).connect_all(dest, 2);
+    let mut held = bed.pod(1).connect_all(dest, 2);
 
     daemon.set(dest, &["--max-connections", "2", "--side", "client"]);
+    daemon.let_rule_count_open(dest, || Daemon::one_byte_on_each(&mut held));
     daemon.wait_for_active(dest, 2, 2);
     expect_exactly(
         "pod 1, already holding 2 of 2",

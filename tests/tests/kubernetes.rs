@@ -436,6 +436,14 @@ fn service_name_rule_follows_the_api() {
         &format!("Service ADDED again (rv {rv}) -> derived rules back"),
         created_at,
     );
+    // Where the kernel adopts open connections only by their next packet, each held VIP
+    // connection carries one round trip (both of its ends are counted: pod 1 and the backend).
+    daemon.let_rule_count_open(vip(), || {
+        still_open(
+            "a round trip to be counted (seeding: next_packet)",
+            &mut held,
+        )
+    });
     let adopted = on_pod2 as u64;
     daemon.wait_for_dest(
         backend2,

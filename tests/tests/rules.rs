@@ -202,6 +202,13 @@ fn rule_changes_never_cut_established_connections() {
     daemon.set(&d, &["--max-connections", "20", "--mode", "drop"]);
     let rule = &daemon.dest_status(dest)["rule"];
     assert_eq!(rule["mode"], "drop", "{rule}");
+    // A new rule (the old one was deleted): it counts the 8 open connections.
+    daemon.let_rule_count_open(dest, || {
+        assert_alive(
+            &conns,
+            "a packet on each, to be counted (seeding: next_packet)",
+        )
+    });
     daemon.wait_for_active(dest, 8, 8);
     assert_alive(&conns, "after set limit 20, drop mode");
     conns.extend(client.connect_all(dest, 12));

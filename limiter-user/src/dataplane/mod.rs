@@ -4,9 +4,12 @@
 //! while no daemon runs, and the next daemon adopts both (rules included: the rules map is the
 //! source of truth, so runtime rules survive a restart).
 
+pub mod capabilities;
 mod events;
+pub mod neighbours;
+mod probe;
 mod programs;
-mod sys;
+pub mod sys;
 mod tables;
 
 pub use sys::monotonic_ns;
@@ -18,6 +21,7 @@ use aya::{Ebpf, EbpfLoader};
 use limiter_common::MAP_LAYOUT_VERSION;
 use tracing::{info, warn};
 
+use self::capabilities::{Capabilities, SEED_ITERATOR, SET_RETVAL};
 use crate::{
     dest::Dest,
     model::{Dataplane, DestinationStatus, RuleSpec},
@@ -43,6 +47,17 @@ struct Inner {
     namespaces: usize,
 }
 
+/// The kernel lacks a capability the daemon cannot do without; `limiter daemon` exits with
+/// [`UnsupportedKernel::EXIT_CODE`] before anything is attached.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnsupportedKernel(pub String);
+
+impl UnsupportedKernel {
+    /// Exit status of a daemon refused by the kernel (1 is any other error).
+    pub const EXIT_CODE: u8 = 3;
+}
+
 pub use events::{EventRecord, EventTotals};
 
 pub struct EbpfDataplane {
@@ -50,6 +65,7 @@ pub struct EbpfDataplane {
     events: events::EventFeed,
     cgroup: PathBuf,
     pin_dir: PathBuf,
+    capabilities: Capabilities,
 }
 
 /// Drains aya-log records on a thread of their own, for as long as the process lives.
@@ -128,11 +144,80 @@ pub fn cleanup(bpffs: &std::path::Path) -> anyhow::Result<String> {
     ))
 }
 
+/// Why the object could not be loaded: the optional seeding iterator, or anything else.
+enum LoadError {
+    SeedIterator(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl LoadError {
+    fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            Self::SeedIterator(e) | Self::Other(e) => e,
+        }
+    }
+}
+
+/// Loads the object with the switches of `caps` (limiter-ebpf/src/features.rs) and every
+/// program it can run into the kernel (not attached yet).
+fn load_object(maps_dir: &std::path::Path, caps: &Capabilities) -> Result<Ebpf, LoadError> {
+    let has_set_retval = u8::from(caps.has(SET_RETVAL));
+    let adopt_on_packet = u8::from(!caps.has(SEED_ITERATOR));
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(maps_dir)
+        .override_global("LIMITER_HAS_SET_RETVAL", &has_set_retval, true)
+        .override_global("LIMITER_ADOPT_ON_PACKET", &adopt_on_packet, true)
+        .load(OBJECT)
+        .with_context(|| {
+            format!(
+                "load limiter's eBPF object (maps pinned in {} by another version? \
+                 `limiter daemon --cleanup` removes them)",
+                maps_dir.display()
+            )
+        })
+        .map_err(LoadError::Other)?;
+    programs::load_all(&mut ebpf).map_err(LoadError::Other)?;
+    if caps.has(SEED_ITERATOR) {
+        programs::load_seed(&mut ebpf).map_err(LoadError::SeedIterator)?;
+    }
+    Ok(ebpf)
+}
+
+/// Names every other agent's program on our hooks, and checks that ours really run for the
+/// governed cgroup: a link can be attached yet not effective (a cgroup being removed), and a
+/// daemon that reports healthy while enforcing nothing is the worst outcome.
+fn check_neighbours(cgroup: &std::path::Path, links_dir: &std::path::Path) -> anyhow::Result<()> {
+    let found = neighbours::scan(cgroup, links_dir);
+    for p in found.others() {
+        info!(hook = p.hook, id = p.id, name = %p.name, position = p.position, "another agent's program on limiter's hook");
+        if let Some(note) = p.note {
+            warn!(hook = p.hook, id = p.id, name = %p.name, "{note}");
+        }
+    }
+    for hook in neighbours::CGROUP_HOOK_NAMES {
+        let effective = found.programs.iter().any(|p| p.ours && p.hook == hook);
+        anyhow::ensure!(
+            effective,
+            "limiter's {hook} program is attached but does not run for {} (not in its effective \
+             programs): is the cgroup being removed, or another cgroup2 mount? Pass --cgroup with \
+             the live cgroup v2 root",
+            cgroup.display()
+        );
+    }
+    Ok(())
+}
+
 /// The eBPF object built by build.rs from limiter-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/limiter"));
 
 impl EbpfDataplane {
     pub fn start(opts: &Options) -> anyhow::Result<Self> {
+        // Everything the kernel can do is known before anything is attached: a kernel that
+        // cannot run the daemon is refused with nothing changed.
+        let mut caps = Capabilities::probe(&capabilities::disabled_by_env())?;
+        if let Some(why) = caps.unsupported() {
+            return Err(UnsupportedKernel(why).into());
+        }
         let cgroup = sys::cgroup2_root(opts.cgroup.as_deref())?;
         sys::ensure_bpffs(&opts.bpffs)?;
         let pin_dir = opts.bpffs.join(crate::paths::PIN_DIR_NAME);
@@ -143,23 +228,31 @@ impl EbpfDataplane {
         }
         let adopting = std::fs::read_dir(&links_dir)?.next().is_some();
         check_layout(&maps_dir)?;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&maps_dir)
-            .load(OBJECT)
-            .with_context(|| {
-                format!(
-                    "load limiter's eBPF object (maps pinned in {} by another version? \
-                     `limiter daemon --cleanup` removes them)",
-                    maps_dir.display()
-                )
-            })?;
+        let mut ebpf = match load_object(&maps_dir, &caps) {
+            Ok(ebpf) => ebpf,
+            // The probe passed but the real iterator was refused: count open connections by
+            // their next packet instead, which needs the object loaded with that switch on.
+            Err(LoadError::SeedIterator(e)) => {
+                caps.lose(SEED_ITERATOR, format!("{e:#}"));
+                load_object(&maps_dir, &caps).map_err(LoadError::into_anyhow)?
+            }
+            Err(e) => return Err(e.into_anyhow()),
+        };
+        for c in caps.degraded() {
+            warn!(
+                capability = c.name,
+                kernel = %caps.kernel,
+                reason = c.detail.as_deref().unwrap_or("refused"),
+                consequence = c.consequence.unwrap_or(""),
+                "kernel capability missing: running degraded"
+            );
+        }
         // Rare kernel events (never per packet) come as aya-log records, through the `log`
         // crate into tracing.
         let kernel_log = aya_log::EbpfLogger::init(&mut ebpf).context("read aya-log records")?;
         spawn_kernel_log(kernel_log)?;
         sys::write_u32_array(&maps_dir.join("LAYOUT"), 0, MAP_LAYOUT_VERSION)
             .context("record the map layout version")?;
-        programs::load_all(&mut ebpf)?;
         programs::attach_cgroup(&mut ebpf, &cgroup, &links_dir).with_context(|| {
             format!(
                 "attach to cgroup {} (needs root; on a hybrid layout pass --cgroup /sys/fs/cgroup/unified)",
@@ -167,6 +260,7 @@ impl EbpfDataplane {
             )
         })?;
         let namespaces = programs::sync_lookup(&mut ebpf, &links_dir, true)?;
+        check_neighbours(&cgroup, &links_dir)?;
         let tables = tables::Tables::open(&mut ebpf)?;
         let events = events::EventFeed::start(
             take_map(&mut ebpf, "EVENTS")?,
@@ -177,7 +271,7 @@ impl EbpfDataplane {
         if adopting {
             info!(rules = rules.len(), pins = %pin_dir.display(), "adopted running dataplane");
         }
-        info!(cgroup = %cgroup.display(), namespaces, "dataplane ready");
+        info!(cgroup = %cgroup.display(), namespaces, kernel = %caps.kernel, "dataplane ready");
         Ok(Self {
             inner: Mutex::new(Inner {
                 ebpf,
@@ -191,7 +285,17 @@ impl EbpfDataplane {
             events,
             cgroup,
             pin_dir,
+            capabilities: caps,
         })
+    }
+
+    /// How a rule created now counts the connections already open to its destination.
+    fn seeding(&self) -> &'static str {
+        if self.capabilities.has(SEED_ITERATOR) {
+            "exact"
+        } else {
+            "next_packet"
+        }
     }
 
     /// Refusal events as they happen (`limiter events --follow`).
@@ -229,6 +333,10 @@ impl EbpfDataplane {
             "namespaces_with_sk_lookup": inner.namespaces,
             "rules": inner.rules.len(),
             "events": self.events.totals(),
+            "kernel": self.capabilities.kernel,
+            "seeding": self.seeding(),
+            "capabilities": self.capabilities.list,
+            "degraded": self.capabilities.degraded().iter().map(|c| c.name).collect::<Vec<_>>(),
         })
     }
 
@@ -265,11 +373,16 @@ impl Dataplane for EbpfDataplane {
         inner
             .rules
             .insert(rule.destination.clone(), (id, rule.clone()));
-        // Count the connections already open to the destination.
-        let seeded = inner
-            .tables
-            .set_seed(id, &rule.destination)
-            .and_then(|()| programs::run_seed(&mut inner.ebpf, &inner.maps_dir));
+        // Count the connections already open to the destination: at once with the iterator,
+        // else on their next packet (a new adoption generation makes every socket look again).
+        let seeded = if self.capabilities.has(SEED_ITERATOR) {
+            inner
+                .tables
+                .set_seed(id, &rule.destination)
+                .and_then(|()| programs::run_seed(&mut inner.ebpf, &inner.maps_dir))
+        } else {
+            inner.tables.next_adoption_generation()
+        };
         if let Err(e) = seeded {
             warn!(error = %format!("{e:#}"), "rule applied but open connections were not counted");
         }
@@ -292,7 +405,7 @@ impl Dataplane for EbpfDataplane {
         inner
             .rules
             .values()
-            .map(|(id, rule)| inner.tables.status(*id, rule))
+            .map(|(id, rule)| inner.tables.status(*id, rule, self.seeding()))
             .collect()
     }
 
@@ -317,7 +430,7 @@ impl Dataplane for EbpfDataplane {
     fn counters(&self, dest: &Dest) -> anyhow::Result<Option<DestinationStatus>> {
         let inner = self.lock();
         match inner.rules.get(dest) {
-            Some((id, rule)) => inner.tables.status(*id, rule).map(Some),
+            Some((id, rule)) => inner.tables.status(*id, rule, self.seeding()).map(Some),
             None => Ok(None),
         }
     }

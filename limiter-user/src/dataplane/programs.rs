@@ -33,9 +33,8 @@ const LOOKUP_PROGRAM: &str = "server_lookup";
 const SEED_PROGRAM: &str = "seed_conns";
 const LOOKUP_PIN_PREFIX: &str = "sk_lookup-";
 
-/// Loads every program into the kernel (not attached yet).
+/// Loads every enforcing program into the kernel (not attached yet).
 pub fn load_all(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let btf = aya::Btf::from_sys_fs().context("read kernel BTF (/sys/kernel/btf/vmlinux)")?;
     for name in CGROUP_PROGRAMS.iter().chain([&LOOKUP_PROGRAM]) {
         let prog = ebpf
             .program_mut(name)
@@ -49,6 +48,12 @@ pub fn load_all(ebpf: &mut Ebpf) -> anyhow::Result<()> {
         };
         loaded.with_context(|| format!("load program {name} (the verifier log says why)"))?;
     }
+    Ok(())
+}
+
+/// Loads the seeding iterator (optional: see capabilities::SEED_ITERATOR).
+pub fn load_seed(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let btf = aya::Btf::from_sys_fs().context("read kernel BTF (/sys/kernel/btf/vmlinux)")?;
     let seed: &mut Iter = program(ebpf, SEED_PROGRAM)?;
     seed.load("bpf_sk_storage_map", &btf)
         .context("load the seeding iterator (needs BPF iterators, Linux 5.9+)")?;

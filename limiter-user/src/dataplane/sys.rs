@@ -47,9 +47,29 @@ pub fn cgroup2_root(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The node's cgroup layout: `v2` (cgroup2 alone at /sys/fs/cgroup, as on most Kubernetes
+/// nodes), `hybrid` (v1 controllers, cgroup2 at /sys/fs/cgroup/unified), `v1` (no cgroup2
+/// mounted) or `none` (no cgroup filesystem at /sys/fs/cgroup).
+pub fn cgroup_layout() -> &'static str {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
+    let [pure, unified] = crate::paths::CGROUP2_CANDIDATES;
+    match fs_magic(Path::new(pure)).ok() {
+        Some(CGROUP2_SUPER_MAGIC) => "v2",
+        _ if fs_magic(Path::new(unified)).ok() == Some(CGROUP2_SUPER_MAGIC) => "hybrid",
+        Some(TMPFS_MAGIC | CGROUP_SUPER_MAGIC) => "v1",
+        _ => "none",
+    }
+}
+
+/// Whether `path` is a bpffs mount.
+pub fn is_bpffs(path: &Path) -> bool {
+    fs_magic(path).ok() == Some(BPF_FS_MAGIC)
+}
+
 /// Makes sure `path` is a bpffs mount, mounting one if it is not.
 pub fn ensure_bpffs(path: &Path) -> anyhow::Result<()> {
-    if fs_magic(path).ok() == Some(BPF_FS_MAGIC) {
+    if is_bpffs(path) {
         return Ok(());
     }
     std::fs::create_dir_all(path).with_context(|| format!("create {}", path.display()))?;

@@ -27,6 +27,7 @@ pub struct Tables {
     state: HashMap<MapData, u64, RuleState>,
     stats: PerCpuHashMap<MapData, u64, RuleStats>,
     seed: Array<MapData, SeedRequest>,
+    adopt_gen: Array<MapData, u32>,
     shed: HashMap<MapData, u64, ShedLimit>,
 }
 
@@ -137,6 +138,7 @@ impl Tables {
             state: take(ebpf, "RULE_STATE")?,
             stats: take(ebpf, "RULE_STATS")?,
             seed: take(ebpf, "SEED")?,
+            adopt_gen: take(ebpf, "ADOPT_GEN")?,
             shed: take(ebpf, "SHED")?,
         })
     }
@@ -217,7 +219,25 @@ impl Tables {
         self.seed.set(0, &req, 0).context("write the seed request")
     }
 
-    pub fn status(&self, id: u64, rule: &RuleSpec) -> anyhow::Result<DestinationStatus> {
+    /// Raises the adoption generation: every established socket looks its destination up
+    /// again on its next packet (kernels without the seeding iterator; limiter-ebpf adopt.rs).
+    /// Only this daemon writes it, so read-then-write does not race.
+    pub fn next_adoption_generation(&mut self) -> anyhow::Result<()> {
+        let current = self
+            .adopt_gen
+            .get(&0, 0)
+            .context("read the adoption generation")?;
+        self.adopt_gen
+            .set(0, &current.wrapping_add(1).max(1), 0)
+            .context("raise the adoption generation")
+    }
+
+    pub fn status(
+        &self,
+        id: u64,
+        rule: &RuleSpec,
+        seeding: &'static str,
+    ) -> anyhow::Result<DestinationStatus> {
         let state = self.state.get(&id, 0).unwrap_or_default();
         let mut stats = RuleStats::default();
         if let Ok(per_cpu) = self.stats.get(&id, 0) {
@@ -233,6 +253,7 @@ impl Tables {
             outbound: side_status(&state.outbound, &stats.outbound, epoch),
             rule: Some(rule.clone()),
             source: None,
+            seeding: Some(seeding),
             overload: crate::model::OverloadStatus {
                 shed_total: [&stats.inbound, &stats.outbound]
                     .iter()

@@ -373,6 +373,7 @@ impl Dataplane for ServiceDataplane {
                 outbound,
                 rule: Some(w.rule.clone()),
                 source: None,
+                seeding: None,
                 overload: Default::default(),
                 service: ServiceStatus {
                     service: None,

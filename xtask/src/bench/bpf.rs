@@ -7,34 +7,16 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+pub use limiter_common::sys::link_info;
 pub use limiter_common::sys::obj_get;
 use limiter_common::sys::{
     BPF_LINK_DETACH, BPF_LINK_GET_FD_BY_ID, BPF_LINK_GET_NEXT_ID, BPF_OBJ_GET_INFO_BY_FD,
-    BPF_PROG_GET_FD_BY_ID, BPF_PROG_TEST_RUN, bpf, get_u32, owned, put_u32, put_u64,
+    BPF_PROG_TEST_RUN, bpf, get_u32, owned, prog_by_id, put_u32, put_u64,
 };
 
 /// `enum bpf_link_type`: the two kinds of link limiter attaches.
 pub const LINK_TYPE_CGROUP: u32 = 3;
 pub const LINK_TYPE_NETNS: u32 = 5;
-
-/// What a link is: `(type, link id, program id)` from BPF_OBJ_GET_INFO_BY_FD.
-pub fn link_info(link: &OwnedFd) -> io::Result<(u32, u32, u32)> {
-    // struct bpf_link_info { __u32 type; __u32 id; __u32 prog_id; union {...} }
-    let mut info = [0u8; 64];
-    let mut attr = [0u8; 128];
-    put_u32(&mut attr, 0, link.as_raw_fd() as u32);
-    put_u32(&mut attr, 4, info.len() as u32);
-    put_u64(&mut attr, 8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok((get_u32(&info, 0), get_u32(&info, 4), get_u32(&info, 8)))
-}
-
-/// A file descriptor of the program with id `id`.
-pub fn prog_by_id(id: u32) -> io::Result<OwnedFd> {
-    let mut attr = [0u8; 128];
-    put_u32(&mut attr, 0, id);
-    bpf(BPF_PROG_GET_FD_BY_ID, &mut attr).map(owned)
-}
 
 /// The program behind the link pinned at `pin`.
 pub fn prog_of_pinned_link(pin: &Path) -> io::Result<OwnedFd> {

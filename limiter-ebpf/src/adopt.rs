@@ -1,0 +1,44 @@
+//! Adoption by the next packet: how a rule counts the connections already open to its
+//! destination on kernels where the seeding iterator (seed.rs) cannot run.
+//!
+//! Every established socket already has a record (sock_ops gives it one). When the daemon
+//! creates a rule it raises the adoption generation; the first packet a socket sends or
+//! receives after that looks its destination up once and, if a rule now covers it and the
+//! socket holds no live slot, adopts it exactly as the iterator would (seed::adopt, the same
+//! compare-and-swap against the close path). A socket remembers the generation it was checked
+//! against, so each costs one rule lookup per rule creation, not one per packet. An idle
+//! connection is counted only when it next carries a packet: the daemon reports such rules'
+//! seeding as inexact in `limiter status`.
+//!
+//! Off (one constant branch, see features.rs) wherever the iterator runs.
+
+use limiter_common::{CONN_CLOSED, phase};
+
+use crate::{conn, features, maps::ADOPT_GEN, rules, seed};
+
+/// Adopts the socket `sk` of a packet (ingress or egress) if a rule created since it was last
+/// checked now covers it.
+#[inline(always)]
+pub fn on_packet(sk: *mut core::ffi::c_void) {
+    if !features::adopt_on_packet() {
+        return;
+    }
+    let Some(generation) = ADOPT_GEN.get(0).copied() else {
+        return;
+    };
+    let Some(rec) = conn::record(sk, false) else {
+        return;
+    };
+    if rec.adopt_gen == generation || rec.phase != phase::ESTABLISHED {
+        return;
+    }
+    rec.adopt_gen = generation;
+    let current = rec.rule_id;
+    if current == CONN_CLOSED {
+        return;
+    }
+    if let Some(cfg) = rules::lookup(&rec.dest) {
+        let rule_id = cfg.id;
+        seed::adopt(rec, current, rule_id);
+    }
+}
