@@ -143,7 +143,8 @@ impl GuestResults {
                         name: str_of(&c["name"]),
                         available: c["available"].as_bool().unwrap_or(false),
                         required: c["required"].as_bool().unwrap_or(false),
-                        consequence: str_of(&c["consequence"]),
+                        // null while available
+                        consequence: c["consequence"].as_str().unwrap_or_default().to_string(),
                     })
                     .collect()
             })
