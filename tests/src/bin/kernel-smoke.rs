@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use limiter_integration_tests::cli::limiter_command;
 use limiter_integration_tests::status::counter;
-use limiter_integration_tests::{ConnectAttempt, Daemon, Outcomes, Pod, Testbed, require_root};
+use limiter_integration_tests::{
+    ConnectAttempt, Daemon, HoldServer, Outcomes, Pod, Testbed, holds_for, require_root, wait_until,
+};
 use serde_json::{Value, json};
 
 /// Emulated guests are 10-50x slower than the host: every wait is generous.
@@ -246,7 +248,7 @@ fn server_reject(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
         &over,
         ErrorKind::ConnectionRefused,
     );
-    assert_eq!(held.accepted_count(), N, "accepted beyond the limit");
+    expect_accepted(&held, N, "accepted beyond the limit");
     format!("3 over the limit refused, slowest {slowest:?}")
 }
 
@@ -275,7 +277,7 @@ fn server_drop(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
         "a connect over the drop limit should time out: {}",
         outcome.summary()
     );
-    assert_eq!(held.accepted_count(), N, "accepted beyond the limit");
+    expect_accepted(&held, N, "accepted beyond the limit");
     format!("the connect over the limit timed out after {DROP_WAIT:?}")
 }
 
@@ -292,7 +294,7 @@ fn client_reject(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
     let over = client.connect_many_timed(dest, 2, CONNECT_TIMEOUT);
     let want = client_refusal(daemon);
     let slowest = expect_all_refused("over the client-side limit", &over, want);
-    assert_eq!(held.accepted_count(), N, "the server saw a refused connect");
+    expect_accepted(&held, N, "the server saw a refused connect");
     format!("2 over the limit refused in connect() ({want:?}), slowest {slowest:?}")
 }
 
@@ -406,6 +408,19 @@ fn expect_all_refused(what: &str, attempts: &[ConnectAttempt], want: ErrorKind) 
         "{what}: a refusal took {slowest:?} (want < {FAST_REFUSAL:?})"
     );
     slowest
+}
+
+/// The server accepted exactly `n` connections: it accepts on its own thread, so first wait
+/// for `n`, then check that no more arrive for a moment.
+#[track_caller]
+fn expect_accepted(server: &HoldServer, n: usize, what: &str) {
+    wait_until(COUNTER_TIMEOUT, || server.accepted_count() >= n);
+    let settled = holds_for(Duration::from_millis(300), || server.accepted_count() == n);
+    assert!(
+        settled,
+        "{what}: the server accepted {}, want {n}",
+        server.accepted_count()
+    );
 }
 
 /// Every stream still carries data both ways (the server echoes).
