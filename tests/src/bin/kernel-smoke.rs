@@ -307,7 +307,8 @@ fn seeding(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
     let _server = server.hold_server(dest);
     let mut conns = client.connect_all(dest, N);
     daemon.set_rule(dest, N as u32);
-    let mode = daemon.dest_status(dest)["seeding"].clone();
+    let d = daemon.dest_status(dest);
+    let mode = d["seeding"].as_str().unwrap_or("unknown").to_string();
     daemon.let_rule_count_open(dest, || Daemon::one_byte_on_each(&mut conns));
     wait_active(daemon, dest, N as u64);
     let over = client.connect_many_timed(dest, 1, CONNECT_TIMEOUT);
