@@ -73,19 +73,19 @@ fn loads_text(probe: &Probe) -> String {
     }
 }
 
-/// The unavailable capabilities with their consequence (required ones marked).
+/// The optional capabilities the kernel lacks, with their consequence. (A required one missing
+/// stops the daemon: the outcome's note says so, with the daemon's own words.)
 fn degraded_text(probe: &Probe) -> String {
     match probe {
         Probe::Report { capabilities, .. } => {
             let missing: Vec<String> = capabilities
                 .iter()
-                .filter(|c| !c.available)
+                .filter(|c| !c.available && !c.required)
                 .map(|c| {
-                    let required = if c.required { " (required)" } else { "" };
                     if c.consequence.is_empty() {
-                        format!("{}{required}", c.name)
+                        c.name.clone()
                     } else {
-                        format!("{}{required}: {}", c.name, c.consequence)
+                        format!("{}: {}", c.name, c.consequence)
                     }
                 })
                 .collect();
@@ -253,6 +253,12 @@ mod tests {
                 required: false,
                 consequence: "open connections are counted at their next packet".into(),
             },
+            Capability {
+                name: "bpf_atomics".into(),
+                available: false,
+                required: true,
+                consequence: "the daemon does not start".into(),
+            },
         ];
         vec![
             KernelRun {
@@ -303,6 +309,7 @@ mod tests {
                     ready: true,
                     capabilities: capabilities
                         .into_iter()
+                        .take(2)
                         .map(|c| Capability {
                             available: true,
                             ..c
