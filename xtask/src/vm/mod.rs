@@ -114,6 +114,7 @@ pub fn run_matrix(args: &VmArgs) -> Result<()> {
     let started = Instant::now();
     check_host()?;
     let cache = cache_dir()?;
+    let _lock = one_at_a_time(&cache)?;
     let vng_bin = vng::ensure_venv(&cache)?;
 
     run(cargo().args(["build", "--release", "-p", "limiter-user"]))?;
@@ -287,6 +288,32 @@ fn check_host() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// An exclusive lock on `<cache>/lock`, held until the returned file closes: two runs at once
+/// would share the cache's downloads and the results folders (and each guest takes 2 GiB).
+fn one_at_a_time(cache: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let path = cache.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!(
+            "xtask: vm-test: waiting for another vm-test ({})",
+            path.display()
+        );
+        // SAFETY: as above; blocks until the other run's file closes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let e = std::io::Error::last_os_error();
+            bail!("lock {}: {e}", path.display());
+        }
+    }
+    Ok(file)
 }
 
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/limiter/vm`.

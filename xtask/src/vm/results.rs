@@ -95,6 +95,8 @@ pub struct GuestResults {
     pub lines: Vec<Value>,
     /// The guest script got past the suite (it did not hang or crash the guest).
     pub finished: bool,
+    /// The console's last line (vng's or qemu's own error when the guest never ran).
+    pub console_tail: Option<String>,
 }
 
 impl GuestResults {
@@ -108,6 +110,12 @@ impl GuestResults {
                 .map(|t| parse_lines(&t))
                 .unwrap_or_default(),
             finished: out.join("smoke.done").is_file(),
+            console_tail: text("console.log").and_then(|t| {
+                t.lines()
+                    .map(|l| l.trim())
+                    .rfind(|l| !l.is_empty())
+                    .map(str::to_string)
+            }),
         }
     }
 
@@ -166,7 +174,8 @@ impl GuestResults {
             return Outcome::Fail(if timed_out {
                 "timed out before the daemon started (see console.log)".into()
             } else if self.uname.is_none() {
-                "the guest ran nothing (boot failure? see console.log)".into()
+                let last = self.console_tail.as_deref().unwrap_or("nothing");
+                format!("the guest ran nothing (boot failure?); the console's last line: {last}")
             } else {
                 "the smoke suite recorded no daemon start (see smoke.log)".into()
             });
@@ -234,6 +243,7 @@ mod tests {
             uname: Some("6.1.0-57-amd64".into()),
             lines: parse_lines(jsonl),
             finished: true,
+            console_tail: None,
         }
     }
 
@@ -298,8 +308,18 @@ mod tests {
 
     #[test]
     fn nothing_written_is_a_boot_failure() {
-        let none = GuestResults::default();
-        assert!(matches!(none.outcome(false), Outcome::Fail(m) if m.contains("boot failure")));
+        let none = GuestResults {
+            console_tail: Some("virtme-run: a statically linked busybox could not be found".into()),
+            ..GuestResults::default()
+        };
+        assert_eq!(
+            none.outcome(false),
+            Outcome::Fail(
+                "the guest ran nothing (boot failure?); the console's last line: \
+                 virtme-run: a statically linked busybox could not be found"
+                    .into()
+            )
+        );
         assert!(matches!(none.outcome(true), Outcome::Fail(m) if m.contains("timed out")));
     }
 
