@@ -197,6 +197,7 @@ fn one_kernel(
         probe: Probe::Unavailable("not run".into()),
         wall: Duration::ZERO,
         prepare: Duration::ZERO,
+        cgroup: None,
     };
     let start = Instant::now();
     let prepared = kernels::prepare(kernel, cache);
@@ -253,6 +254,7 @@ fn one_kernel(
     if let Some(uname) = &results.uname {
         run.release = uname.clone();
     }
+    run.cgroup = results.mounts.as_deref().map(results::cgroup_mounts);
     run.scenarios = results.scenarios();
     run.probe = results.probe();
     run.outcome = results.outcome(timed_out);

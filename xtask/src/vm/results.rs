@@ -75,6 +75,8 @@ pub struct KernelRun {
     pub wall: Duration,
     /// Resolving, downloading and unpacking the package (near zero from a warm cache).
     pub prepare: Duration,
+    /// The guest's cgroup mounts, described ([`cgroup_mounts`]); None if it never said.
+    pub cgroup: Option<String>,
 }
 
 impl KernelRun {
@@ -97,6 +99,8 @@ pub struct GuestResults {
     pub finished: bool,
     /// The console's last line (vng's or qemu's own error when the guest never ran).
     pub console_tail: Option<String>,
+    /// The guest's cgroup and bpf mounts (`/proc/mounts` lines).
+    pub mounts: Option<String>,
 }
 
 impl GuestResults {
@@ -110,6 +114,7 @@ impl GuestResults {
                 .map(|t| parse_lines(&t))
                 .unwrap_or_default(),
             finished: out.join("smoke.done").is_file(),
+            mounts: text("mounts"),
             console_tail: text("console.log").and_then(|t| {
                 t.lines()
                     .map(|l| l.trim())
@@ -220,6 +225,32 @@ impl GuestResults {
     }
 }
 
+/// The cgroup file systems in `/proc/mounts` lines, as one phrase: `cgroup v2 alone at
+/// /sys/fs/cgroup` on a pure v2 guest, else every cgroup mount with its version.
+pub fn cgroup_mounts(mounts: &str) -> String {
+    let cgroups: Vec<(&str, &str)> = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let (_, at, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            match fstype {
+                "cgroup2" => Some(("v2", at)),
+                "cgroup" => Some(("v1", at)),
+                _ => None,
+            }
+        })
+        .collect();
+    match cgroups.as_slice() {
+        [] => "no cgroup file system mounted".into(),
+        [("v2", "/sys/fs/cgroup")] => "cgroup v2 alone at `/sys/fs/cgroup`".into(),
+        all => all
+            .iter()
+            .map(|(v, at)| format!("cgroup {v} at `{at}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 fn parse_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -244,6 +275,7 @@ mod tests {
             lines: parse_lines(jsonl),
             finished: true,
             console_tail: None,
+            mounts: None,
         }
     }
 
@@ -342,6 +374,19 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_layout_from_the_guest_mounts() {
+        let v2 = "cgroup2 /sys/fs/cgroup cgroup2 rw,relatime 0 0\nbpf /sys/fs/bpf bpf rw 0 0\n";
+        assert_eq!(cgroup_mounts(v2), "cgroup v2 alone at `/sys/fs/cgroup`");
+        let hybrid = "cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n";
+        assert_eq!(
+            cgroup_mounts(hybrid),
+            "cgroup v2 at `/sys/fs/cgroup/unified`, cgroup v1 at `/sys/fs/cgroup/cpu`"
+        );
+        assert_eq!(cgroup_mounts(""), "no cgroup file system mounted");
+    }
+
+    #[test]
     fn expectations() {
         let run = |expect, outcome| KernelRun {
             series: "x",
@@ -354,6 +399,7 @@ mod tests {
             probe: Probe::Unavailable(String::new()),
             wall: Duration::ZERO,
             prepare: Duration::ZERO,
+            cgroup: None,
         };
         let unsupported = || Outcome::Unsupported("minimum".into());
         assert!(run(Expect::Pass, Outcome::Pass).meets_expectation());
