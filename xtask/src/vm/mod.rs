@@ -27,7 +27,7 @@ use results::{GuestResults, KernelRun, Outcome, Probe};
 pub enum Expect {
     /// The daemon starts and every smoke scenario passes.
     Pass,
-    /// Below the documented minimum (5.18): passing (degraded) is fine, and so is the daemon
+    /// Below the documented minimum (5.15): passing (degraded) is fine, and so is the daemon
     /// refusing to start with its minimum-kernel error (exit 3). Anything else fails.
     PassOrUnsupported,
 }
