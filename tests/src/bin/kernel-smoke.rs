@@ -154,8 +154,21 @@ fn main() -> ExitCode {
     report.run("client_reject", || client_reject(&daemon, client, server));
     report.run("seeding", || seeding(&daemon, client, server));
     report.run("restart", || restart(&mut daemon, client, server));
-
     write_daemon_log(&results, &daemon.log());
+    drop(daemon);
+
+    // The optional capabilities switched off, as on a kernel without them: this kernel's
+    // verifier must accept the programs with those switches too (it judges the code each
+    // switch leaves in), and they must behave as documented (EPERM, adoption by packet).
+    report.run("degraded", || {
+        let daemon = Daemon::start_with_env(
+            &[] as &[&str],
+            &[("LIMITER_DISABLE_CAPABILITIES", "seed_iterator,set_retval")],
+        );
+        let reject = client_reject(&daemon, client, server);
+        let seeded = seeding(&daemon, client, server);
+        format!("{reject}; {seeded}")
+    });
     if report.failed {
         ExitCode::FAILURE
     } else {
