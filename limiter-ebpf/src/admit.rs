@@ -101,6 +101,21 @@ pub fn take_entity_slot(cfg: &RuleConfig, rec: &mut ConnRecord) -> Option<*mut S
     Some(src)
 }
 
+/// The rule-wide checks of a new connection once it holds the rule's slot: the SYN rate, then
+/// the reservation in the current bucket. Some(reason) if refused; the rule's slot is then
+/// given back.
+#[inline(always)]
+fn rule_verdict(cfg: &RuleConfig, slots: *mut SideSlots, now_ns: u64, epoch: u64) -> Option<usize> {
+    if !rate_admit(slots, cfg.syn_rate, cfg.syn_burst, now_ns) {
+        give_back(slots);
+        Some(reason::RATE)
+    } else if !mark_pending(slots, epoch) {
+        Some(reason::LIMIT)
+    } else {
+        None
+    }
+}
+
 /// Decides a new connection of `which` side to the rule `cfg`. On admission the slots are
 /// taken and recorded as reservations of `epoch`.
 ///
@@ -134,44 +149,36 @@ pub fn decide(cfg: &RuleConfig, which: u8, entity: &[u8; 16], now_ns: u64, epoch
             reason::LIMIT
         });
     }
-    let mut per_source: Option<*mut SideSlots> = None;
-    if entity_limit != 0 {
-        let Some(src) = source_slots(cfg.id, entity) else {
-            give_back(slots);
-            return Decision::Refuse(reason::TABLE_FULL);
+    // With no per-entity limit the rest is the rule's alone; with one, the per-entity slot is
+    // handled in a branch of its own. Not one tail with an `Option` of the per-entity pointer:
+    // LLVM encodes that option as `entity_limit != 0`, re-read from its stack spill, and Linux
+    // 6.1's verifier does not link a spilled scalar to the register it was tested in (newer
+    // ones, 6.12 here, give the spill an id). It then walks "pointer NULL, yet entity_limit
+    // != 0" and rejects the give_back through NULL: "R7 invalid mem access 'scalar'" at an
+    // atomic64_fetch_add in cgroup_ingress.
+    if entity_limit == 0 {
+        return match rule_verdict(cfg, slots, now_ns, epoch) {
+            Some(r) => Decision::Refuse(r),
+            None => Decision::Admit { flags: 0 },
         };
-        reclaim(src, epoch);
-        if !take(src, entity_limit) {
-            give_back(slots);
-            return Decision::Refuse(entity_reason);
-        }
-        per_source = Some(src);
     }
-
-    let verdict = if !rate_admit(slots, cfg.syn_rate, cfg.syn_burst, now_ns) {
+    let Some(src) = source_slots(cfg.id, entity) else {
         give_back(slots);
-        Some(reason::RATE)
-    } else if !mark_pending(slots, epoch) {
-        Some(reason::LIMIT)
-    } else {
-        None
+        return Decision::Refuse(reason::TABLE_FULL);
     };
-
-    match (verdict, per_source) {
-        (Some(r), Some(src)) => {
+    reclaim(src, epoch);
+    if !take(src, entity_limit) {
+        give_back(slots);
+        return Decision::Refuse(entity_reason);
+    }
+    match rule_verdict(cfg, slots, now_ns, epoch) {
+        Some(r) => {
             give_back(src);
             Decision::Refuse(r)
         }
-        (Some(r), None) => Decision::Refuse(r),
-        (None, Some(src)) => {
-            if mark_pending(src, epoch) {
-                Decision::Admit {
-                    flags: CONN_F_PER_SOURCE,
-                }
-            } else {
-                Decision::Admit { flags: 0 }
-            }
-        }
-        (None, None) => Decision::Admit { flags: 0 },
+        None if mark_pending(src, epoch) => Decision::Admit {
+            flags: CONN_F_PER_SOURCE,
+        },
+        None => Decision::Admit { flags: 0 },
     }
 }
