@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Unit tests, then the privileged integration tests against a freshly built daemon (root).
+    /// Unit tests, then the privileged integration tests against a freshly built daemon (root),
+    /// then the kernel matrix in qemu (vm-test; --no-vm skips it).
     Test(TestArgs),
     /// rustfmt --check, and clippy -D warnings for the host crates and for the eBPF crate.
     Lint,
@@ -45,6 +46,10 @@ struct TestArgs {
     /// When not root, skip the integration tests (with a notice) instead of failing.
     #[arg(long)]
     allow_skip_privileged: bool,
+    /// Skip the kernel matrix (`cargo xtask vm-test`: Debian's 5.10, 6.1 and 6.12 kernels in
+    /// qemu, about 3 minutes), which otherwise runs after the integration tests.
+    #[arg(long)]
+    no_vm: bool,
     /// Arguments for the integration test binary, after `--` (e.g. a test name filter).
     #[arg(last = true)]
     test_args: Vec<String>,
@@ -111,7 +116,13 @@ fn test(args: &TestArgs) -> Result<()> {
         .args(profile)
         .args(["--", "--test-threads=1"])
         .args(&args.test_args)
-        .env("LIMITER_BIN", &bin))
+        .env("LIMITER_BIN", &bin))?;
+    if args.no_vm {
+        eprintln!("xtask: the kernel matrix (vm-test) was skipped (--no-vm)");
+        return Ok(());
+    }
+    // The same daemon on the kernels users' nodes run, not only on this machine's.
+    vm::run_matrix(&vm::VmArgs::whole_matrix())
 }
 
 fn lint() -> Result<()> {

@@ -103,10 +103,34 @@ pub struct VmArgs {
     timeout: u64,
 }
 
+impl VmArgs {
+    /// Every kernel, default timeout, docs untouched: the matrix as `cargo xtask test` runs it.
+    pub fn whole_matrix() -> Self {
+        Self {
+            kernels: Vec::new(),
+            write_docs: false,
+            timeout: 360,
+        }
+    }
+}
+
 fn parse_series(s: &str) -> Result<&'static Kernel, String> {
     KERNELS.iter().find(|k| k.series == s).ok_or_else(|| {
         let known: Vec<&str> = KERNELS.iter().map(|k| k.series).collect();
         format!("unknown kernel series '{s}' (known: {})", known.join(", "))
+    })
+}
+
+/// The host's own capability report (`limiter doctor -o json`), for the docs.
+fn host_probe(limiter: &Path) -> Option<report::Host> {
+    let out = Command::new(limiter)
+        .args(["doctor", "-o", "json"])
+        .output()
+        .ok()?;
+    let doctor: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(report::Host {
+        release: doctor["kernel"].as_str().unwrap_or("unknown").to_string(),
+        probe: Probe::from_doctor(&doctor),
     })
 }
 
@@ -162,7 +186,8 @@ pub fn run_matrix(args: &VmArgs) -> Result<()> {
             date: output_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             command: "cargo xtask vm-test --write-docs".into(),
         };
-        std::fs::write(&doc, report::markdown(&runs, &from))
+        let host = host_probe(&limiter);
+        std::fs::write(&doc, report::markdown(&runs, host.as_ref(), &from))
             .with_context(|| format!("write {}", doc.display()))?;
         println!("vm-test: wrote {}", doc.display());
     }

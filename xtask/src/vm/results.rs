@@ -148,6 +148,13 @@ impl GuestResults {
         if !doctor.is_object() {
             return Probe::Unavailable(str_of(&line["detail"]));
         }
+        Probe::from_doctor(doctor)
+    }
+}
+
+impl Probe {
+    /// What `limiter doctor -o json` reported.
+    pub fn from_doctor(doctor: &Value) -> Self {
         let capabilities = doctor["capabilities"]
             .as_array()
             .map(|caps| {
@@ -172,7 +179,9 @@ impl GuestResults {
             problems,
         }
     }
+}
 
+impl GuestResults {
     /// The kernel's outcome from these results. `timed_out`: the host killed the guest.
     pub fn outcome(&self, timed_out: bool) -> Outcome {
         let Some(daemon) = self.line("daemon") else {
