@@ -95,6 +95,8 @@ struct DestView {
     rule: Option<RuleSpec>,
     #[serde(default)]
     source: Option<String>,
+    #[serde(default)]
+    seeding: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,10 +147,20 @@ pub fn status_table(doc: &Value) -> anyhow::Result<String> {
         ],
         2,
     );
+    let mut on_next_packet = false;
     for d in &view.destinations {
         let (i, o) = (&d.inbound, &d.outbound);
+        // Marked: the rule counted the connections open at its creation only as each next
+        // carries a packet (a kernel without the seeding iterator), so an idle one may be
+        // missing from its counts.
+        let mark = if d.seeding.as_deref() == Some("next_packet") {
+            on_next_packet = true;
+            " *"
+        } else {
+            ""
+        };
         t.add_row(vec![
-            d.destination.clone(),
+            format!("{}{mark}", d.destination),
             d.rule.as_ref().map_or_else(|| "-".into(), rule_summary),
             i.active.to_string(),
             i.opened_total.to_string(),
@@ -161,6 +173,11 @@ pub fn status_table(doc: &Value) -> anyhow::Result<String> {
         ]);
     }
     let mut out = render(&t);
+    if on_next_packet {
+        out += "\n* this kernel cannot run the seeding iterator: connections open when the \
+                rule was created are counted when each next carries a packet (an idle one is \
+                not counted until then)";
+    }
     out += &crate::output_overload::overload_section(doc)?;
     Ok(out)
 }

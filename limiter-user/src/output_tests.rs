@@ -151,6 +151,27 @@ fn status_table_is_aligned() {
 }
 
 #[test]
+fn status_table_marks_rules_seeded_on_the_next_packet() {
+    let exact = DestinationStatus {
+        seeding: Some("exact"),
+        ..status()
+    };
+    let out = status_table(&status_document(&[exact], json!({}))).unwrap();
+    assert!(!out.contains('*'), "{out}");
+    let degraded = DestinationStatus {
+        seeding: Some("next_packet"),
+        ..status()
+    };
+    let out = status_table(&status_document(&[degraded], json!({}))).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[1].starts_with("10.0.0.2:8080 *"), "{out}");
+    assert!(
+        out.contains("* this kernel cannot run the seeding iterator"),
+        "{out}"
+    );
+}
+
+#[test]
 fn list_table_and_get_view_render() {
     let list = list_table(&json!([rule()])).unwrap();
     assert!(
