@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod cli;
 mod cmd;
 pub mod daemon;
+pub mod foreign;
 pub mod kube_api;
 pub mod measure;
 pub mod netns;
