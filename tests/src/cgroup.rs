@@ -378,6 +378,25 @@ impl Drop for CpuCgroup {
 }
 
 /// Enables the cpu controller for the root's children (v2), unless it already is.
+/// The cgroup v2 root the daemon governs by default: `/sys/fs/cgroup` on a pure v2 machine,
+/// else the hybrid layout's `/sys/fs/cgroup/unified`. Panics without a cgroup2 mount.
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
+    cgroup2_root_in(&mounts).expect("a cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified")
+}
+
+/// [`cgroup2_root`] from the text of `/proc/self/mounts`.
+fn cgroup2_root_in(mounts: &str) -> Option<PathBuf> {
+    [CGROUP2_ROOT, "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|p| {
+            mounts
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(p) && l.contains(" cgroup2 "))
+        })
+        .map(PathBuf::from)
+}
+
 fn enable_cpu_controller(root: &Path) {
     let control = root.join("cgroup.subtree_control");
     let enabled = read(&control);
@@ -414,6 +433,17 @@ cgroup /sys/fs/cgroup/cpuacct cgroup rw,relatime,cpuacct 0 0
 cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0
 cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
 ";
+
+    #[test]
+    fn cgroup2_root_prefers_pure_v2_then_the_hybrid_mount() {
+        let pure = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
+        assert_eq!(cgroup2_root_in(pure), Some(CGROUP2_ROOT.into()));
+        assert_eq!(
+            cgroup2_root_in(HYBRID),
+            Some("/sys/fs/cgroup/unified".into())
+        );
+        assert_eq!(cgroup2_root_in("proc /proc proc rw 0 0\n"), None);
+    }
 
     #[test]
     fn finds_separate_cpu_and_cpuacct_mounts() {

@@ -56,6 +56,9 @@ pub const CGROUP_HOOKS: [Hook; 5] = [
     },
 ];
 
+/// `cgroup/connect4` (as in [`CGROUP_HOOKS`]), the hook of a socket load balancer.
+pub const CONNECT4: Hook = CGROUP_HOOKS[3];
+
 /// limiter's per-netns hook.
 pub const SK_LOOKUP: Hook = Hook {
     name: "sk_lookup",
@@ -71,7 +74,8 @@ pub struct ForeignProgram {
     pub pin: PathBuf,
 }
 
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+/// One eBPF instruction: `code`, `dst` and `src` registers, `off` and `imm`.
+pub(crate) fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     u64::from(code)
         | (u64::from(dst & 0xf) << 8)
         | (u64::from(src & 0xf) << 12)
@@ -79,39 +83,48 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
         | (u64::from(imm as u32) << 32)
 }
 
+/// `r<dst> = map` (a 64-bit load of a map's file descriptor, `BPF_PSEUDO_MAP_FD`): two slots.
+pub(crate) fn ld_map_fd(dst: u8, map: &OwnedFd) -> [u64; 2] {
+    [insn(0x18, dst, 1, 0, map.as_raw_fd()), 0]
+}
+
 /// `counter[0] += 1; return 1` (1 lets the packet, the connect() or the lookup through).
-fn counting_program(map_fd: i32) -> Vec<u64> {
+fn counting_program(map: &OwnedFd) -> Vec<u64> {
+    let [ld, ld_hi] = ld_map_fd(1, map);
     vec![
-        insn(0xb7, 1, 0, 0, 0),      // r1 = 0
-        insn(0x63, 10, 1, -4, 0),    // *(u32 *)(r10 - 4) = r1: key 0
-        insn(0xbf, 2, 10, 0, 0),     // r2 = r10
-        insn(0x07, 2, 0, 0, -4),     // r2 += -4
-        insn(0x18, 1, 1, 0, map_fd), // r1 = the counter map (BPF_PSEUDO_MAP_FD)
-        0,                           //   (second half of the 64-bit load)
-        insn(0x85, 0, 0, 0, 1),      // call bpf_map_lookup_elem
-        insn(0x15, 0, 0, 2, 0),      // if r0 == 0 goto +2
-        insn(0xb7, 1, 0, 0, 1),      // r1 = 1
-        insn(0xdb, 0, 1, 0, 0),      // lock *(u64 *)(r0 + 0) += r1
-        insn(0xb7, 0, 0, 0, 1),      // r0 = 1
-        insn(0x95, 0, 0, 0, 0),      // exit
+        insn(0xb7, 1, 0, 0, 0),   // r1 = 0
+        insn(0x63, 10, 1, -4, 0), // *(u32 *)(r10 - 4) = r1: key 0
+        insn(0xbf, 2, 10, 0, 0),  // r2 = r10
+        insn(0x07, 2, 0, 0, -4),  // r2 += -4
+        ld,                       // r1 = the counter map
+        ld_hi,                    //   (second half of the 64-bit load)
+        insn(0x85, 0, 0, 0, 1),   // call bpf_map_lookup_elem
+        insn(0x15, 0, 0, 2, 0),   // if r0 == 0 goto +2
+        insn(0xb7, 1, 0, 0, 1),   // r1 = 1
+        insn(0xdb, 0, 1, 0, 0),   // lock *(u64 *)(r0 + 0) += r1
+        insn(0xb7, 0, 0, 0, 1),   // r0 = 1
+        insn(0x95, 0, 0, 0, 0),   // exit
     ]
 }
 
-fn create_counter() -> OwnedFd {
+/// A `BPF_MAP_TYPE_ARRAY` of `entries` values of `value_size` bytes (u32 keys); `what` names
+/// it in the panic.
+pub(crate) fn create_array(value_size: u32, entries: u32, what: &str) -> OwnedFd {
     let mut attr: Attr = [0; 128];
     put_u32(&mut attr, 0, BPF_MAP_TYPE_ARRAY);
     put_u32(&mut attr, 4, 4); // key size
-    put_u32(&mut attr, 8, 8); // value size
-    put_u32(&mut attr, 12, 1); // max entries
+    put_u32(&mut attr, 8, value_size);
+    put_u32(&mut attr, 12, entries);
     bpf(BPF_MAP_CREATE, &mut attr)
         .map(owned)
-        .unwrap_or_else(|e| panic!("create a foreign counter map: {e}"))
+        .unwrap_or_else(|e| panic!("create {what}: {e}"))
 }
 
-fn load(hook: Hook, map: &OwnedFd, name: &str) -> OwnedFd {
-    let insns = counting_program(map.as_raw_fd());
+/// Loads `insns` as a GPL program for `hook` named `name` (15 bytes at most are kept); a
+/// verifier rejection panics with its log.
+pub(crate) fn load(hook: Hook, insns: &[u64], name: &str) -> OwnedFd {
     let license = c"GPL";
-    let mut log = vec![0u8; 8192];
+    let mut log = vec![0u8; 65536];
     let mut attr: Attr = [0; 128];
     put_u32(&mut attr, 0, hook.prog_type);
     put_u32(&mut attr, 4, insns.len() as u32);
@@ -128,14 +141,15 @@ fn load(hook: Hook, map: &OwnedFd, name: &str) -> OwnedFd {
         .unwrap_or_else(|e| {
             let end = log.iter().position(|&b| b == 0).unwrap_or(0);
             panic!(
-                "load a foreign {} program: {e}: {}",
+                "load a {} program: {e}: {}",
                 hook.name,
                 String::from_utf8_lossy(&log[..end])
             )
         })
 }
 
-fn pin(obj: &OwnedFd, path: &Path) {
+/// Pins a bpf object (here a link) at `path`, on a bpffs.
+pub(crate) fn pin(obj: &OwnedFd, path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
     let mut attr: Attr = [0; 128];
     put_u64(&mut attr, 0, c.as_ptr() as u64);
@@ -143,21 +157,26 @@ fn pin(obj: &OwnedFd, path: &Path) {
     bpf(BPF_OBJ_PIN, &mut attr).unwrap_or_else(|e| panic!("pin {}: {e}", path.display()));
 }
 
+/// Attaches `prog` to `target` (a cgroup or a netns) on `hook` with a bpf link, appended
+/// after the programs already there; returns the link.
+pub(crate) fn link_create(prog: &OwnedFd, hook: Hook, target: &Path) -> OwnedFd {
+    let target = File::open(target).unwrap_or_else(|e| panic!("open {}: {e}", target.display()));
+    let mut attr: Attr = [0; 128];
+    put_u32(&mut attr, 0, prog.as_raw_fd() as u32);
+    put_u32(&mut attr, 4, target.as_fd().as_raw_fd() as u32);
+    put_u32(&mut attr, 8, hook.attach_type);
+    bpf(BPF_LINK_CREATE, &mut attr)
+        .map(owned)
+        .unwrap_or_else(|e| panic!("attach a {} program: {e}", hook.name))
+}
+
 impl ForeignProgram {
     /// Loads a counting program for `hook` (named `name`), attaches it to `target` (a cgroup
     /// or a netns) with a bpf link, and pins the link at `pin`.
     pub fn attach(hook: Hook, target: &Path, name: &str, pin_at: PathBuf) -> Self {
-        let counter = create_counter();
-        let prog = load(hook, &counter, name);
-        let target =
-            File::open(target).unwrap_or_else(|e| panic!("open {}: {e}", target.display()));
-        let mut attr: Attr = [0; 128];
-        put_u32(&mut attr, 0, prog.as_raw_fd() as u32);
-        put_u32(&mut attr, 4, target.as_fd().as_raw_fd() as u32);
-        put_u32(&mut attr, 8, hook.attach_type);
-        let link = bpf(BPF_LINK_CREATE, &mut attr)
-            .map(owned)
-            .unwrap_or_else(|e| panic!("attach a foreign {} program: {e}", hook.name));
+        let counter = create_array(8, 1, "a foreign counter map");
+        let prog = load(hook, &counting_program(&counter), name);
+        let link = link_create(&prog, hook, target);
         pin(&link, &pin_at);
         let (_, _, prog_id) = link_info(&link).expect("foreign link info");
         Self {

@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use bpffs::BpffsMount;
-pub use cgroup::CpuCgroup;
+pub use cgroup::{CpuCgroup, cgroup2_root};
 pub use cli::{limiter_bin, limiter_cli};
 pub use daemon::{Daemon, DaemonExit, StartFailure, run_daemon_to_exit, run_daemon_to_exit_env};
 pub use measure::{Outcomes, REJECT_LATENCY, expect_exactly, peak_while, percentile};

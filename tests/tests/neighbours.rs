@@ -3,27 +3,15 @@
 //! `--cleanup` untouched (same links, same programs, same order around ours), and keep running.
 //! `limiter doctor` lists them as another agent's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use limiter_integration_tests::foreign::{CGROUP_HOOKS, ForeignProgram, SK_LOOKUP, effective};
-use limiter_integration_tests::{BpffsMount, Daemon, Testbed, limiter_bin, require_root};
+use limiter_integration_tests::{
+    BpffsMount, Daemon, Testbed, cgroup2_root, limiter_bin, require_root,
+};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-/// The cgroup v2 root the daemon governs by default: pure v2 first, then the hybrid layout's.
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .find(|p| {
-            mounts
-                .lines()
-                .any(|l| l.split_whitespace().nth(1) == Some(p) && l.contains(" cgroup2 "))
-        })
-        .map(PathBuf::from)
-        .expect("a cgroup2 mount")
-}
 
 /// One foreign program on each cgroup hook at `cgroup` and on sk_lookup in `netns`.
 fn attach_all(cgroup: &Path, netns: &Path, pins: &Path, tag: &str) -> Vec<ForeignProgram> {
