@@ -11,7 +11,8 @@ use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use limiter_common::sys::{
-    Attr, BPF_LINK_CREATE, BPF_MAP_LOOKUP_ELEM, bpf, link_info, obj_get, owned, put_u32, put_u64,
+    Attr, BPF_LINK_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, bpf, link_info, obj_get,
+    owned, put_u32, put_u64,
 };
 
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -118,6 +119,15 @@ pub(crate) fn create_array(value_size: u32, entries: u32, what: &str) -> OwnedFd
     bpf(BPF_MAP_CREATE, &mut attr)
         .map(owned)
         .unwrap_or_else(|e| panic!("create {what}: {e}"))
+}
+
+/// Writes `value` at `key` of an array map.
+pub(crate) fn array_set(map: &OwnedFd, key: u32, value: &[u8]) {
+    let mut attr: Attr = [0; 128];
+    put_u32(&mut attr, 0, map.as_raw_fd() as u32);
+    put_u64(&mut attr, 8, &key as *const u32 as u64);
+    put_u64(&mut attr, 16, value.as_ptr() as u64);
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).unwrap_or_else(|e| panic!("update map key {key}: {e}"));
 }
 
 /// Loads `insns` as a GPL program for `hook` named `name` (15 bytes at most are kept); a

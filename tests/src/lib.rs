@@ -16,6 +16,7 @@ pub mod measure;
 pub mod netns;
 pub mod overload;
 pub mod service;
+pub mod socket_lb;
 pub mod status;
 pub mod testbed;
 pub mod traffic;
@@ -30,6 +31,7 @@ pub use cli::{limiter_bin, limiter_cli};
 pub use daemon::{Daemon, DaemonExit, StartFailure, run_daemon_to_exit, run_daemon_to_exit_env};
 pub use measure::{Outcomes, REJECT_LATENCY, expect_exactly, peak_while, percentile};
 pub use netns::NetNs;
+pub use socket_lb::SocketLb;
 pub use testbed::{AddrPlan, Pod, Testbed};
 pub use traffic::{ConnectAttempt, HoldServer};
 
