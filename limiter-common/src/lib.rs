@@ -408,6 +408,9 @@ pub mod capacity {
     /// (rule, source address) pairs with per-source counters (LRU; see docs/operations.md for
     /// what eviction means: that source's share restarts from zero, the rule's limit holds).
     pub const SOURCES: u32 = 65_536;
+    /// Service endpoints standing for a ClusterIP (the `ALIASES` map): the endpoints of every
+    /// `svc/` rule with a client side, on every node.
+    pub const ALIASES: u32 = 131_072;
 }
 
 #[cfg(feature = "sys")]

@@ -16,14 +16,18 @@ use aya_ebpf::{
     },
     programs::{SkBuffContext, SockAddrContext},
 };
-use limiter_common::{CONN_CLOSED, CONN_F_PER_SOURCE, RuleConfig, action, phase, rule_flags, side};
+use limiter_common::{
+    CONN_CLOSED, CONN_F_PER_SOURCE, DestAddr, RuleConfig, action, phase, rule_flags, side,
+};
 
 use core::ptr::addr_of;
 
 use crate::{
     addr::{self, ctx_ip6, ctx_u32},
     admit::{Decision, client_key, decide, limits_anything, source_slots},
-    conn, rules,
+    conn,
+    maps::{ALIASES, TRANSLATED_FIRST},
+    rules,
     slots::{epoch_now, settle},
 };
 
@@ -35,9 +39,27 @@ pub const ALLOW: i32 = 1;
 pub const DENY: i32 = 0;
 
 #[inline(always)]
-fn client_rule(dest: &limiter_common::DestAddr) -> Option<&'static RuleConfig> {
+fn client_rule(dest: &DestAddr) -> Option<&'static RuleConfig> {
     let cfg = rules::lookup(dest)?;
     (cfg.flags & rule_flags::SIDE_CLIENT != 0 && limits_anything(cfg)).then_some(cfg)
+}
+
+/// The client-side rule a connection to `dest` counts under, and the destination it counts as:
+/// `dest`'s own rule, else, where `dest` is an endpoint of a Service (a socket load balancer
+/// translated the ClusterIP before this program ran, see TRANSLATED_FIRST), the rule of the
+/// ClusterIP it stands for. So a `svc/` rule limits its Service whichever address connect()
+/// shows.
+#[inline(always)]
+fn client_rule_of(dest: &DestAddr) -> Option<(&'static RuleConfig, DestAddr)> {
+    if let Some(cfg) = client_rule(dest) {
+        return Some((cfg, *dest));
+    }
+    if TRANSLATED_FIRST.get(0).copied() != Some(1) {
+        return None;
+    }
+    // SAFETY: a plain read of a map value that only userspace writes (whole-value updates).
+    let service = *unsafe { ALIASES.get(dest) }?;
+    client_rule(&service).map(|cfg| (cfg, service))
 }
 
 /// `v6`: the program is attached as connect6 (the kernel lets connect4 read only user_ip4,
@@ -62,8 +84,7 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     if ty != SOCK_STREAM || protocol != IPPROTO_TCP {
         return ALLOW;
     }
-    let dest = addr::dest(ip, port);
-    let Some(cfg) = client_rule(&dest) else {
+    let Some((cfg, dest)) = client_rule_of(&addr::dest(ip, port)) else {
         return ALLOW;
     };
     // Drop mode cannot refuse here: the SYN itself is dropped on egress (try_egress_syn).
@@ -126,10 +147,11 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     }
 }
 
-/// The rule of `dest` if it is enforced on the client side in drop mode.
+/// The rule a connection to `dest` counts under if it is enforced on the client side in drop
+/// mode, and the destination it counts as (see [`client_rule_of`]).
 #[inline(always)]
-pub fn client_drop_rule(dest: &limiter_common::DestAddr) -> Option<&'static RuleConfig> {
-    client_rule(dest).filter(|cfg| cfg.flags & rule_flags::MODE_DROP != 0)
+pub fn client_drop_rule(dest: &DestAddr) -> Option<(&'static RuleConfig, DestAddr)> {
+    client_rule_of(dest).filter(|(cfg, _)| cfg.flags & rule_flags::MODE_DROP != 0)
 }
 
 /// Client-side drop mode: a SYN leaving a connecting socket takes a slot or is discarded
@@ -159,8 +181,8 @@ pub fn try_egress_syn(ctx: &SkBuffContext) -> i32 {
             ctx_u32(addr_of!((*skb).remote_port)),
         )
     };
-    let dest = addr::dest(addr::from_ctx(family, ip4, ip6), u32::from_be(port) as u16);
-    let Some(cfg) = client_drop_rule(&dest) else {
+    let seen = addr::dest(addr::from_ctx(family, ip4, ip6), u32::from_be(port) as u16);
+    let Some((cfg, dest)) = client_drop_rule(&seen) else {
         return 1;
     };
     let Some(rec) = conn::record(sk as *mut core::ffi::c_void, true) else {

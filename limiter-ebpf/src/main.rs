@@ -1,5 +1,8 @@
 //! limiter's kernel programs. Each entry point is a thin wrapper that maps every outcome of its
 //! `try_*` function to a deliberate verdict; the logic lives in the modules.
+//!
+//! Every program is named `limiter_*` (at most 15 characters, the kernel's limit), so that
+//! `bpftool prog` and other agents (a CNI listing a cgroup's programs) can tell ours apart.
 #![no_std]
 #![no_main]
 // Atomic compare-and-swap on map memory (see sync.rs); the eBPF build runs with
@@ -29,7 +32,7 @@ use aya_ebpf::{
 
 /// Accounting of established connections (cgroup v2 root).
 #[sock_ops]
-pub fn sock_ops(ctx: SockOpsContext) -> u32 {
+pub fn limiter_sockops(ctx: SockOpsContext) -> u32 {
     // sock_ops' return value is not a verdict for these callbacks; 1 is "handled".
     let _ = accounting::try_sock_ops(&ctx);
     1
@@ -37,7 +40,7 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
 
 /// Server-side reject: runs when a SYN looks for a listener (one attachment per netns).
 #[sk_lookup]
-pub fn server_lookup(ctx: SkLookupContext) -> u32 {
+pub fn limiter_lookup(ctx: SkLookupContext) -> u32 {
     server::try_sk_lookup(&ctx)
 }
 
@@ -52,33 +55,33 @@ mod skb_programs {
 
     /// Server-side drop, and the exactness backstop for every namespace (cgroup v2 root).
     #[cgroup_skb(ingress)]
-    pub fn cgroup_ingress(ctx: SkBuffContext) -> i32 {
+    pub fn limiter_ingress(ctx: SkBuffContext) -> i32 {
         server::try_cgroup_ingress(&ctx)
     }
 
     /// Client-side drop mode: the SYN of a connecting socket takes a slot or is dropped.
     #[cgroup_skb(egress)]
-    pub fn cgroup_egress(ctx: SkBuffContext) -> i32 {
+    pub fn limiter_egress(ctx: SkBuffContext) -> i32 {
         client::try_egress_syn(&ctx)
     }
 }
 
 /// Client-side limits inside connect() for IPv4 (cgroup v2 root).
 #[cgroup_sock_addr(connect4)]
-pub fn connect4(ctx: SockAddrContext) -> i32 {
+pub fn limiter_conn4(ctx: SockAddrContext) -> i32 {
     client::try_connect(&ctx, false)
 }
 
 /// Client-side limits inside connect() for IPv6 and IPv4-mapped addresses (cgroup v2 root).
 #[cgroup_sock_addr(connect6)]
-pub fn connect6(ctx: SockAddrContext) -> i32 {
+pub fn limiter_conn6(ctx: SockAddrContext) -> i32 {
     client::try_connect(&ctx, true)
 }
 
 /// Seeding iterator over the socket records; run by the daemon when a rule is created.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/bpf_sk_storage_map")]
-pub fn seed_conns(ctx: *mut seed::IterCtx) -> i32 {
+pub fn limiter_seed(ctx: *mut seed::IterCtx) -> i32 {
     seed::try_seed(ctx)
 }
 

@@ -34,6 +34,20 @@ pub static RULE_STATS: PerCpuHashMap<u64, RuleStats> =
 #[map(name = "SHED")]
 pub static SHED: HashMap<u64, ShedLimit> = HashMap::pinned(capacity::RULES, NO_PREALLOC);
 
+/// Client side of `svc/` rules where a socket load balancer (Cilium's, say) translated the
+/// Service address inside connect() before limiter's connect4/6 ran: an endpoint (pod
+/// address:targetPort) -> the ClusterIP:port whose rule counts a connection to it. Written by
+/// the daemon from the Service's EndpointSlices; the kernel only reads it.
+#[map(name = "ALIASES")]
+pub static ALIASES: HashMap<DestAddr, DestAddr> = HashMap::pinned(capacity::ALIASES, NO_PREALLOC);
+
+/// 1 (index 0) while another agent's program runs before limiter's connect4/6 at the governed
+/// cgroup (the daemon checks at start and every second): only then can connect() show an
+/// endpoint where the caller dialed a ClusterIP, so only then does connect4/6 consult ALIASES
+/// (and a direct connection to a Service's pod counts to the Service: the two look the same).
+#[map(name = "TRANSLATED_FIRST")]
+pub static TRANSLATED_FIRST: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Handshake reservations by flow (server side).
 #[map(name = "PENDING")]
 pub static PENDING: LruHashMap<FlowKey, Pending> = LruHashMap::pinned(capacity::PENDING, 0);
