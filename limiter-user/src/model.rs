@@ -205,6 +205,21 @@ pub struct ServiceStatus {
 
 /// What the daemon needs from the kernel side. Implemented by `dataplane::Ebpf`.
 pub trait Dataplane: Send + Sync + 'static {
+    /// Makes `aliases` (endpoint -> ClusterIP:port) the endpoints that stand for their
+    /// Service's ClusterIP on the client side for the `svc/` rule `owner` (empty: none), so
+    /// that its limit holds when a socket load balancer translated the address before limiter
+    /// saw it. Only the kernel dataplane keeps them; others ignore them.
+    fn set_service_aliases(
+        &self,
+        _owner: &Dest,
+        _aliases: &std::collections::BTreeMap<std::net::SocketAddr, std::net::SocketAddr>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Drops the aliases a previous daemon left that no `svc/` rule claimed since the start.
+    fn prune_service_aliases(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Creates or atomically replaces the rule for `rule.destination`. A new rule starts with
     /// the connections already open to its destination counted. Either all of it applies or
     /// nothing does.

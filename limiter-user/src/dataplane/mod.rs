@@ -4,6 +4,7 @@
 //! while no daemon runs, and the next daemon adopts both (rules included: the rules map is the
 //! source of truth, so runtime rules survive a restart).
 
+mod aliases;
 pub mod capabilities;
 mod events;
 pub mod neighbours;
@@ -39,12 +40,15 @@ pub struct Options {
 struct Inner {
     ebpf: Ebpf,
     tables: tables::Tables,
+    aliases: aliases::Aliases,
     rules: BTreeMap<Dest, (u64, RuleSpec)>,
     next_id: u64,
     links_dir: PathBuf,
     maps_dir: PathBuf,
     /// Namespaces seen by the last scan (for `describe`).
     namespaces: usize,
+    /// Another agent's program runs before our connect hooks (for `describe`).
+    translated_first: bool,
 }
 
 /// The kernel lacks a capability the daemon cannot do without; `limiter daemon` exits with
@@ -186,7 +190,11 @@ fn load_object(maps_dir: &std::path::Path, caps: &Capabilities) -> Result<Ebpf, 
 /// Names every other agent's program on our hooks, and checks that ours really run for the
 /// governed cgroup: a link can be attached yet not effective (a cgroup being removed), and a
 /// daemon that reports healthy while enforcing nothing is the worst outcome.
-fn check_neighbours(cgroup: &std::path::Path, links_dir: &std::path::Path) -> anyhow::Result<()> {
+fn check_neighbours(
+    ebpf: &mut Ebpf,
+    cgroup: &std::path::Path,
+    links_dir: &std::path::Path,
+) -> anyhow::Result<bool> {
     let found = neighbours::scan(cgroup, links_dir);
     for p in found.others() {
         info!(hook = p.hook, id = p.id, name = %p.name, position = p.position, "another agent's program on limiter's hook");
@@ -194,6 +202,7 @@ fn check_neighbours(cgroup: &std::path::Path, links_dir: &std::path::Path) -> an
             warn!(hook = p.hook, id = p.id, name = %p.name, "{note}");
         }
     }
+    let translated_first = set_translated_first(ebpf, &found)?;
     for hook in neighbours::CGROUP_HOOK_NAMES {
         let effective = found.programs.iter().any(|p| p.ours && p.hook == hook);
         anyhow::ensure!(
@@ -204,7 +213,32 @@ fn check_neighbours(cgroup: &std::path::Path, links_dir: &std::path::Path) -> an
             cgroup.display()
         );
     }
-    Ok(())
+    Ok(translated_first)
+}
+
+/// Tells connect4/6 whether another agent's program runs before them (and may have translated
+/// a Service address): only then do they count a Service's endpoints as the Service.
+fn set_translated_first(ebpf: &mut Ebpf, found: &neighbours::Neighbours) -> anyhow::Result<bool> {
+    let first = u32::from(found.translation_possible_before_us());
+    let map = ebpf
+        .map_mut("TRANSLATED_FIRST")
+        .ok_or_else(|| anyhow::anyhow!("map TRANSLATED_FIRST missing from the object"))?;
+    let mut flag: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map)?;
+    if flag.get(&0, 0).ok() != Some(first) {
+        flag.set(0, &first, 0)
+            .context("write the TRANSLATED_FIRST flag")?;
+        if first == 1 {
+            warn!(
+                "another agent's program runs before limiter's connect hook: if it translates \
+                 Service addresses (a socket load balancer), client-side address rules on a \
+                 Service VIP are bypassed (use svc/ rules); svc/ rules now count their \
+                 Service's endpoints as the Service"
+            );
+        } else {
+            info!("no other agent's program runs before limiter's connect hook");
+        }
+    }
+    Ok(first == 1)
 }
 
 /// The eBPF object built by build.rs from limiter-ebpf.
@@ -260,8 +294,9 @@ impl EbpfDataplane {
             )
         })?;
         let namespaces = programs::sync_lookup(&mut ebpf, &links_dir, true)?;
-        check_neighbours(&cgroup, &links_dir)?;
+        let translated_first = check_neighbours(&mut ebpf, &cgroup, &links_dir)?;
         let tables = tables::Tables::open(&mut ebpf)?;
+        let aliases = aliases::Aliases::open(take_map(&mut ebpf, "ALIASES")?)?;
         let events = events::EventFeed::start(
             take_map(&mut ebpf, "EVENTS")?,
             take_map(&mut ebpf, "EVENT_STATS")?,
@@ -276,11 +311,13 @@ impl EbpfDataplane {
             inner: Mutex::new(Inner {
                 ebpf,
                 tables,
+                aliases,
                 rules,
                 next_id,
                 links_dir,
                 maps_dir,
                 namespaces,
+                translated_first,
             }),
             events,
             cgroup,
@@ -313,13 +350,16 @@ impl EbpfDataplane {
         self.events.totals()
     }
 
-    /// Periodic upkeep: attach the server-side lookup to namespaces created since.
+    /// Periodic upkeep: attach the server-side lookup to namespaces created since, and follow
+    /// whether another agent's program now runs before our connect hooks.
     pub fn maintain(&self) -> anyhow::Result<()> {
         let mut inner = self.lock();
         let Inner {
             ebpf, links_dir, ..
         } = &mut *inner;
         let n = programs::sync_lookup(ebpf, links_dir, false)?;
+        let found = neighbours::scan(&self.cgroup, links_dir);
+        inner.translated_first = set_translated_first(ebpf, &found)?;
         inner.namespaces = n;
         Ok(())
     }
@@ -329,9 +369,11 @@ impl EbpfDataplane {
         serde_json::json!({
             "cgroup": self.cgroup.display().to_string(),
             "pin_dir": self.pin_dir.display().to_string(),
-            "programs": programs::CGROUP_PROGRAMS,
+            "programs": programs::CGROUP_PROGRAMS.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
             "namespaces_with_sk_lookup": inner.namespaces,
             "rules": inner.rules.len(),
+            "service_endpoint_aliases": inner.aliases.len(),
+            "program_before_connect_hook": inner.translated_first,
             "events": self.events.totals(),
             "kernel": self.capabilities.kernel,
             "seeding": self.seeding(),
@@ -347,6 +389,18 @@ impl EbpfDataplane {
 }
 
 impl Dataplane for EbpfDataplane {
+    fn set_service_aliases(
+        &self,
+        owner: &Dest,
+        aliases: &std::collections::BTreeMap<std::net::SocketAddr, std::net::SocketAddr>,
+    ) -> anyhow::Result<()> {
+        self.lock().aliases.set(owner, aliases)
+    }
+
+    fn prune_service_aliases(&self) -> anyhow::Result<()> {
+        self.lock().aliases.prune()
+    }
+
     fn apply_rule(&self, rule: &RuleSpec) -> anyhow::Result<()> {
         let mut guard = self.lock();
         let inner = &mut *guard;

@@ -25,6 +25,8 @@ const CGROUP_HOOKS: [(&str, u32); 5] = [
     ("cgroup/connect6", 11),
 ];
 const SK_LOOKUP: (&str, u32) = ("sk_lookup", 36);
+/// The hooks where a socket load balancer translates addresses.
+const CONNECT_HOOKS: [&str; 2] = ["cgroup/connect4", "cgroup/connect6"];
 
 /// The cgroup hooks by name, for checking that each of ours is effective.
 pub const CGROUP_HOOK_NAMES: [&str; 5] = [
@@ -63,11 +65,31 @@ impl Neighbours {
     pub fn others(&self) -> impl Iterator<Item = &HookProgram> {
         self.programs.iter().filter(|p| !p.ours)
     }
+
+    /// Whether another agent's program runs before ours on connect4 or connect6, and so may
+    /// have translated the address our program sees.
+    pub fn translation_possible_before_us(&self) -> bool {
+        self.programs
+            .iter()
+            .any(|p| !p.ours && CONNECT_HOOKS.contains(&p.hook) && before_ours(&self.programs, p))
+    }
+}
+
+fn before_ours(programs: &[HookProgram], p: &HookProgram) -> bool {
+    programs
+        .iter()
+        .any(|o| o.ours && o.hook == p.hook && p.position < o.position)
 }
 
 const CILIUM_SOCK_LB: &str = "Cilium's socket load balancer: it rewrites a Service VIP to a \
 backend inside connect(). Where it runs before limiter's connect4/6, limiter sees the backend, \
-so a client-side rule on the VIP is bypassed; rules on backend addresses still apply";
+so a client-side address rule on the VIP is bypassed: use a svc/NAMESPACE/NAME rule, which \
+counts the Service's endpoints as the Service; rules on backend addresses still apply";
+const BEFORE_OUR_CONNECT: &str = "runs before limiter's connect hook: if it translates \
+addresses (a socket load balancer), limiter sees the translated address, so a client-side \
+address rule on a Service VIP is bypassed; svc/NAMESPACE/NAME rules hold: while such a program \
+runs first, limiter counts a Service's endpoints as the Service (a direct connection to one of \
+its pods then counts too)";
 const CILIUM: &str = "a Cilium program: it decides before or after limiter as listed; limiter \
 refuses only what its rules refuse and lets everything else through to it";
 
@@ -134,6 +156,7 @@ pub fn scan(cgroup: &Path, links_dir: &Path) -> Neighbours {
             .errors
             .push(format!("open cgroup {}: {e}", cgroup.display())),
     }
+    note_programs_before_our_connect(&mut found.programs);
     let (hook, attach_type) = SK_LOOKUP;
     match File::open("/proc/self/ns/net").and_then(|ns| prog_query(ns.as_fd(), attach_type, false))
     {
@@ -141,6 +164,26 @@ pub fn scan(cgroup: &Path, links_dir: &Path) -> Neighbours {
         Err(e) => found.errors.push(format!("{hook} in this netns: {e}")),
     }
     found
+}
+
+/// Another agent's program that runs before ours on connect4/6 may translate the address
+/// limiter then sees: say what that means where nothing more specific is known of it.
+fn note_programs_before_our_connect(programs: &mut [HookProgram]) {
+    for hook in CONNECT_HOOKS {
+        let Some(ours) = programs
+            .iter()
+            .find(|p| p.hook == hook && p.ours)
+            .map(|p| p.position)
+        else {
+            continue;
+        };
+        for p in programs
+            .iter_mut()
+            .filter(|p| p.hook == hook && !p.ours && p.position < ours && p.note.is_none())
+        {
+            p.note = Some(BEFORE_OUR_CONNECT);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -152,5 +195,37 @@ mod tests {
         assert_eq!(note_for("cil_sock4_connect"), Some(CILIUM_SOCK_LB));
         assert_eq!(note_for("cil_from_container"), Some(CILIUM));
         assert_eq!(note_for("connect4"), None);
+    }
+
+    #[test]
+    fn an_unknown_program_before_our_connect_hook_is_explained() {
+        let program = |hook, position, name: &str, ours| HookProgram {
+            hook,
+            position,
+            id: position as u32 + 1,
+            name: name.into(),
+            ours,
+            note: note_for(name),
+        };
+        let mut programs = vec![
+            program("cgroup/connect4", 0, "socklb_connect4", false),
+            program("cgroup/connect4", 1, "connect4", true),
+            program("cgroup/connect4", 2, "after_us", false),
+            program("cgroup/connect6", 0, "no_ours_here", false),
+        ];
+        let found = Neighbours {
+            programs: programs.clone(),
+            ..Default::default()
+        };
+        assert!(found.translation_possible_before_us());
+        let after_only = Neighbours {
+            programs: programs[1..].to_vec(),
+            ..Default::default()
+        };
+        assert!(!after_only.translation_possible_before_us());
+        note_programs_before_our_connect(&mut programs);
+        assert_eq!(programs[0].note, Some(BEFORE_OUR_CONNECT));
+        assert_eq!(programs[2].note, None, "after ours it sees what we saw");
+        assert_eq!(programs[3].note, None, "no limiter program on that hook");
     }
 }

@@ -21,21 +21,25 @@ use tracing::{info, warn};
 
 use super::sys::link_update;
 
-/// Names of the programs attached to the cgroup v2 root (also their link pin names).
-pub const CGROUP_PROGRAMS: [&str; 5] = [
-    "sock_ops",
-    "cgroup_ingress",
-    "cgroup_egress",
-    "connect4",
-    "connect6",
+/// The programs attached to the cgroup v2 root: (program name, link pin name). Programs are
+/// named `limiter_*` for whoever lists a cgroup's programs; the pins keep the names of the
+/// first releases, under `<bpffs>/limiter/links/` (the folder names us), so that a daemon
+/// of this version adopts the links an older one pinned, with no gap.
+pub const CGROUP_PROGRAMS: [(&str, &str); 5] = [
+    ("limiter_sockops", "sock_ops"),
+    ("limiter_ingress", "cgroup_ingress"),
+    ("limiter_egress", "cgroup_egress"),
+    ("limiter_conn4", "connect4"),
+    ("limiter_conn6", "connect6"),
 ];
-const LOOKUP_PROGRAM: &str = "server_lookup";
-const SEED_PROGRAM: &str = "seed_conns";
+const LOOKUP_PROGRAM: &str = "limiter_lookup";
+const SEED_PROGRAM: &str = "limiter_seed";
 const LOOKUP_PIN_PREFIX: &str = "sk_lookup-";
 
 /// Loads every enforcing program into the kernel (not attached yet).
 pub fn load_all(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    for name in CGROUP_PROGRAMS.iter().chain([&LOOKUP_PROGRAM]) {
+    let names = CGROUP_PROGRAMS.iter().map(|(program, _)| program);
+    for name in names.chain([&LOOKUP_PROGRAM]) {
         let prog = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the object"))?;
@@ -96,8 +100,8 @@ pub fn attach_cgroup(ebpf: &mut Ebpf, cgroup: &Path, links_dir: &Path) -> anyhow
     // bpf links always share the cgroup with other agents' programs (a CNI, a mesh); the
     // kernel refuses the explicit multi-attach flag on link creation.
     let mode = CgroupAttachMode::Single;
-    for name in CGROUP_PROGRAMS {
-        let pin = links_dir.join(name);
+    for (name, pin_name) in CGROUP_PROGRAMS {
+        let pin = links_dir.join(pin_name);
         let prog = ebpf.program_mut(name).expect("loaded above");
         let fd = prog.fd().context("program fd")?.try_clone()?;
         if update_pinned(&pin, &fd) {
@@ -113,7 +117,7 @@ pub fn attach_cgroup(ebpf: &mut Ebpf, cgroup: &Path, links_dir: &Path) -> anyhow
                 p.take_link(id)?.try_into()?
             }
             aya::programs::Program::CgroupSkb(p) => {
-                let direction = if name == "cgroup_egress" {
+                let direction = if name == "limiter_egress" {
                     CgroupSkbAttachType::Egress
                 } else {
                     CgroupSkbAttachType::Ingress

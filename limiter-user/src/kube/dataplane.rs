@@ -60,6 +60,8 @@ struct Shared {
     services: BTreeMap<Dest, Watched>,
     /// Derived rules found in the kernel at start that no watcher has claimed yet.
     orphans: BTreeSet<Dest>,
+    /// The aliases a previous daemon left and no watcher claimed are gone.
+    aliases_pruned: bool,
 }
 
 pub struct ServiceDataplane {
@@ -114,6 +116,7 @@ impl ServiceDataplane {
             shared: Arc::new(Mutex::new(Shared {
                 services: BTreeMap::new(),
                 orphans,
+                aliases_pruned: false,
             })),
         }
     }
@@ -216,6 +219,17 @@ fn reconcile(inner: &dyn Dataplane, shared: &mut Shared, svc: &Dest) {
             }
         }
     }
+    // A socket load balancer that runs before limiter (Cilium's) shows an endpoint in
+    // connect() instead of the ClusterIP: the client side counts those too.
+    let client_side = matches!(w.rule.side, Side::Client | Side::Both);
+    let aliases = if client_side {
+        w.resolved.aliases.clone()
+    } else {
+        BTreeMap::new()
+    };
+    if let Err(e) = inner.set_service_aliases(svc, &aliases) {
+        warn!(service = %svc, error = %format!("{e:#}"), "service endpoints not mapped to the ClusterIP");
+    }
     let gone: Vec<Dest> = w
         .applied
         .keys()
@@ -237,7 +251,7 @@ fn reconcile(inner: &dyn Dataplane, shared: &mut Shared, svc: &Dest) {
 /// Removes derived rules of a previous daemon that no Service claimed, once every watcher has
 /// an authoritative answer (until then one of them may still claim its addresses).
 fn collect_orphans(inner: &dyn Dataplane, shared: &mut Shared) {
-    if shared.orphans.is_empty() {
+    if shared.orphans.is_empty() && shared.aliases_pruned {
         return;
     }
     let settled = shared.services.values().all(|w| {
@@ -248,6 +262,14 @@ fn collect_orphans(inner: &dyn Dataplane, shared: &mut Shared) {
     });
     if !settled {
         return;
+    }
+    if !shared.aliases_pruned {
+        match inner.prune_service_aliases() {
+            Ok(()) => shared.aliases_pruned = true,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "stale service endpoint aliases not removed")
+            }
+        }
     }
     for dest in std::mem::take(&mut shared.orphans) {
         info!(%dest, "removing an address rule derived from a Service rule that is gone");
@@ -320,6 +342,7 @@ impl Dataplane for ServiceDataplane {
             for d in w.applied.keys() {
                 self.inner.delete_rule(d)?;
             }
+            self.inner.set_service_aliases(dest, &BTreeMap::new())?;
             // Another Service rule resolving to one of these addresses takes it now.
             let waiting: Vec<Dest> = shared
                 .services

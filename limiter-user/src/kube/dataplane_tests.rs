@@ -20,6 +20,7 @@ fn ready(client: &[&str], server: &[&str]) -> Resolved {
         state: ResolveState::Ready,
         client: addrs(client),
         server: addrs(server),
+        aliases: Default::default(),
     }
 }
 

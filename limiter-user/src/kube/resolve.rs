@@ -2,7 +2,7 @@
 //! rules, computed from one Service and its EndpointSlices, with no I/O, so that every rule below
 //! is tested on fixtures as `kubectl get -o json` prints them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -51,6 +51,11 @@ pub struct Resolved {
     /// Server-side destinations: the serving endpoints on this node and the endpoint port (the
     /// targetPort as the EndpointSlice publishes it), which is what arrives at the pod after DNAT.
     pub server: BTreeSet<SocketAddr>,
+    /// Every serving endpoint (on any node) with its endpoint port -> the ClusterIP:port of the
+    /// same family it stands for: what a socket load balancer that runs before limiter's
+    /// connect4/6 (Cilium's) shows in connect() instead of the ClusterIP. Empty when headless
+    /// (its endpoints are client destinations already).
+    pub aliases: BTreeMap<SocketAddr, SocketAddr>,
 }
 
 impl Resolved {
@@ -60,6 +65,7 @@ impl Resolved {
             state,
             client: BTreeSet::new(),
             server: BTreeSet::new(),
+            aliases: BTreeMap::new(),
         }
     }
 }
@@ -140,8 +146,15 @@ pub fn resolve(
                     if here {
                         resolved.server.insert(addr);
                     }
-                    if vips.is_none() {
-                        resolved.client.insert(addr);
+                    match &vips {
+                        None => {
+                            resolved.client.insert(addr);
+                        }
+                        Some(vips) => {
+                            if let Some(vip) = vips.iter().find(|v| v.is_ipv4() == ip.is_ipv4()) {
+                                resolved.aliases.insert(addr, SocketAddr::new(*vip, port));
+                            }
+                        }
                     }
                 }
             }

@@ -66,6 +66,33 @@ fn dual_stack_named_port_gives_both_vips_and_the_local_target_ports() {
     assert_eq!(r.server, addrs(&WEB_HTTP_NODE_A));
 }
 
+/// Every serving endpoint, on any node, stands for the ClusterIP of its family and the
+/// Service port: what connect() shows when a socket load balancer translated the ClusterIP
+/// before limiter saw it.
+#[test]
+fn every_serving_endpoint_stands_for_the_cluster_ip_of_its_family() {
+    let here = web("node-a", Some(name("http")));
+    let elsewhere = web("node-b", Some(name("http")));
+    assert_eq!(
+        here.aliases, elsewhere.aliases,
+        "aliases do not depend on the node"
+    );
+    for endpoint in WEB_HTTP_NODE_A {
+        let endpoint: SocketAddr = endpoint.parse().unwrap();
+        let vip = here
+            .aliases
+            .get(&endpoint)
+            .unwrap_or_else(|| panic!("{endpoint} stands for no ClusterIP: {:?}", here.aliases));
+        assert_eq!(vip.is_ipv4(), endpoint.is_ipv4(), "{endpoint} -> {vip}");
+        assert!(addrs(&WEB_VIPS_80).contains(vip), "{endpoint} -> {vip}");
+    }
+    assert!(
+        here.aliases.len() > WEB_HTTP_NODE_A.len(),
+        "endpoints on other nodes count too: {:?}",
+        here.aliases
+    );
+}
+
 #[test]
 fn port_number_is_the_service_port_not_the_target_port() {
     assert_eq!(
