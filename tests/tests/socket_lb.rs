@@ -87,7 +87,7 @@ fn positions(lb: &SocketLb) -> (usize, usize) {
     };
     (
         of(&|(id, _)| *id == lb.prog_id),
-        of(&|(_, n)| n == "connect4"),
+        of(&|(_, n)| n == "limiter_conn4"),
     )
 }
 
