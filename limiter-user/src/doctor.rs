@@ -92,7 +92,7 @@ impl Report {
             }
             if let Some(cg) = &cgroup_root {
                 let links = bpffs.join(crate::paths::PIN_DIR_NAME).join("links");
-                let scan = neighbours::scan(cg, &links);
+                let scan = neighbours::scan(cg, &links, true);
                 for p in scan.others() {
                     if let Some(note) = p.note {
                         warnings.push(format!("{} on {} (id {}): {note}", p.name, p.hook, p.id));
@@ -174,9 +174,13 @@ impl Report {
             }
             for p in &self.neighbours {
                 let owner = if p.ours { "limiter" } else { "other agent" };
+                let hook = match p.netns {
+                    Some(inode) => format!("{} (netns {inode})", p.hook),
+                    None => p.hook.to_string(),
+                };
                 out += &format!(
-                    "{:<20} #{:<3} id {:<7} {:<16} {owner}\n",
-                    p.hook, p.position, p.id, p.name
+                    "{hook:<20} #{:<3} id {:<7} {:<16} {owner}\n",
+                    p.position, p.id, p.name
                 );
             }
         }

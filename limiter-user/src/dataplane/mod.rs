@@ -195,7 +195,7 @@ fn check_neighbours(
     cgroup: &std::path::Path,
     links_dir: &std::path::Path,
 ) -> anyhow::Result<bool> {
-    let found = neighbours::scan(cgroup, links_dir);
+    let found = neighbours::scan(cgroup, links_dir, true);
     for p in found.others() {
         info!(hook = p.hook, id = p.id, name = %p.name, position = p.position, "another agent's program on limiter's hook");
         if let Some(note) = p.note {
@@ -358,7 +358,8 @@ impl EbpfDataplane {
             ebpf, links_dir, ..
         } = &mut *inner;
         let n = programs::sync_lookup(ebpf, links_dir, false)?;
-        let found = neighbours::scan(&self.cgroup, links_dir);
+        // The connect hooks only: every namespace's sk_lookup each second would cost.
+        let found = neighbours::scan(&self.cgroup, links_dir, false);
         inner.translated_first = set_translated_first(ebpf, &found)?;
         inner.namespaces = n;
         Ok(())

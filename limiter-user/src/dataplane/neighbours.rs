@@ -46,6 +46,9 @@ pub struct HookProgram {
     pub id: u32,
     pub name: String,
     pub ours: bool,
+    /// For sk_lookup: the inode of the network namespace (as in /proc/PID/ns/net).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u64>,
     /// What this program means for limiter's rules, where it is recognised.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
@@ -126,6 +129,7 @@ fn describe(hook: &'static str, ids: Vec<u32>, ours: &BTreeSet<u32>) -> Vec<Hook
                 hook,
                 position,
                 id,
+                netns: None,
                 note: note_for(&name),
                 name,
                 ours: ours.contains(&id),
@@ -134,8 +138,9 @@ fn describe(hook: &'static str, ids: Vec<u32>, ours: &BTreeSet<u32>) -> Vec<Hook
         .collect()
 }
 
-/// Every program on limiter's hooks at `cgroup` and in this process's network namespace.
-pub fn scan(cgroup: &Path, links_dir: &Path) -> Neighbours {
+/// Every program on limiter's cgroup hooks at `cgroup`, and on sk_lookup in this process's
+/// network namespace or, with `every_netns`, in every network namespace of the node.
+pub fn scan(cgroup: &Path, links_dir: &Path, every_netns: bool) -> Neighbours {
     let ours = our_program_ids(links_dir);
     let mut found = Neighbours {
         cgroup: cgroup.to_path_buf(),
@@ -158,10 +163,25 @@ pub fn scan(cgroup: &Path, links_dir: &Path) -> Neighbours {
     }
     note_programs_before_our_connect(&mut found.programs);
     let (hook, attach_type) = SK_LOOKUP;
-    match File::open("/proc/self/ns/net").and_then(|ns| prog_query(ns.as_fd(), attach_type, false))
-    {
-        Ok(ids) => found.programs.extend(describe(hook, ids, &ours)),
-        Err(e) => found.errors.push(format!("{hook} in this netns: {e}")),
+    let namespaces = if every_netns {
+        super::programs::namespaces()
+    } else {
+        std::iter::once((0, PathBuf::from("/proc/self/ns/net"))).collect()
+    };
+    for (inode, path) in namespaces {
+        // A namespace can vanish between the listing and the query: not an error.
+        let Ok(ns) = File::open(&path) else { continue };
+        match prog_query(ns.as_fd(), attach_type, false) {
+            Ok(ids) => found
+                .programs
+                .extend(describe(hook, ids, &ours).into_iter().map(|p| HookProgram {
+                    netns: (inode != 0).then_some(inode),
+                    ..p
+                })),
+            Err(e) => found
+                .errors
+                .push(format!("{hook} in {}: {e}", path.display())),
+        }
     }
     found
 }
@@ -202,6 +222,7 @@ mod tests {
         let program = |hook, position, name: &str, ours| HookProgram {
             hook,
             position,
+            netns: None,
             id: position as u32 + 1,
             name: name.into(),
             ours,
