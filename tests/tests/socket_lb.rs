@@ -195,6 +195,17 @@ fn doctor_lists_a_socket_lb_that_runs_before_ours() {
         lb_at < ours_at,
         "the stand-in ({lb_at}) runs before ours ({ours_at}) and is listed so: {report:#}"
     );
+    // And says which rules it affects: address rules on a VIP, not svc/ rules.
+    let note = on_hook[lb_at]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("address rule on a Service VIP is bypassed") && note.contains("svc/"),
+        "the stand-in's note: {report:#}"
+    );
+    let warned = report["warnings"].as_array().is_some_and(|w| {
+        w.iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains(PROG_NAME)))
+    });
+    assert!(warned, "doctor warns about {PROG_NAME}: {report:#}");
     println!(
         "doctor on {}: {}",
         CONNECT4.name,
