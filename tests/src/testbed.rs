@@ -273,6 +273,29 @@ impl Testbed {
     }
 
     /// Pod number `index` (from 1).
+    /// Each pod of `pods` makes `n` parallel connects to `addr`, all pods at the same time
+    /// (like Istio's scenarios' clients); every attempt of every pod, pod by pod.
+    pub fn connect_from_pods(
+        &self,
+        pods: &[u8],
+        addr: SocketAddr,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<ConnectAttempt> {
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = pods
+                .iter()
+                .map(|&c| {
+                    let pod = self.pod(c);
+                    scope.spawn(move || pod.connect_many_timed(addr, n, timeout))
+                })
+                .collect();
+            runs.into_iter()
+                .flat_map(|r| r.join().expect("client thread panicked"))
+                .collect()
+        })
+    }
+
     pub fn pod(&self, index: u8) -> &Pod {
         self.pods
             .iter()

@@ -206,13 +206,7 @@ fn service_name_rule_follows_the_api() {
         ));
     }
 
-    let kubeconfig = api.kubeconfig().to_owned();
-    let daemon = Daemon::start_with(&[
-        "--kubeconfig".as_ref(),
-        kubeconfig.as_os_str(),
-        "--node-name".as_ref(),
-        THIS_NODE.as_ref(),
-    ]);
+    let daemon = Daemon::start_with(&api.daemon_args(THIS_NODE));
 
     // The rule: client side on the ClusterIP:80, server side on pod 2:8080 (this node's
     // endpoint), nothing on pod 3 (node-b) nor on the metrics port.
@@ -526,15 +520,9 @@ fn service_rule_survives_a_daemon_restart() {
         .prefix("limiter-state-")
         .tempdir()
         .expect("a state dir");
-    let kubeconfig = api.kubeconfig().to_owned();
-    let mut daemon = Daemon::start_with(&[
-        "--kubeconfig".as_ref(),
-        kubeconfig.as_os_str(),
-        "--node-name".as_ref(),
-        THIS_NODE.as_ref(),
-        "--state-dir".as_ref(),
-        state.path().as_os_str(),
-    ]);
+    let mut args = api.daemon_args(THIS_NODE);
+    args.extend(["--state-dir".into(), state.path().as_os_str().to_owned()]);
+    let mut daemon = Daemon::start_with(&args);
     let set_at = Instant::now();
     daemon.set(SVC, &["--max-connections", "2"]);
     wait_derived(&daemon, &[vip(), backend2], "set -> derived rules", set_at);

@@ -67,19 +67,8 @@ impl Cluster {
 
     /// Every client pod makes `PER_CLIENT` parallel connects to the VIP, all at the same time.
     fn connect_all_clients(&self) -> Vec<ConnectAttempt> {
-        std::thread::scope(|scope| {
-            let runs: Vec<_> = self
-                .clients
-                .iter()
-                .map(|&c| {
-                    let pod = self.bed.pod(c);
-                    scope.spawn(move || pod.connect_many_timed(vip(), PER_CLIENT, CONNECT_TIMEOUT))
-                })
-                .collect();
-            runs.into_iter()
-                .flat_map(|r| r.join().expect("client thread panicked"))
-                .collect()
-        })
+        self.bed
+            .connect_from_pods(&self.clients, vip(), PER_CLIENT, CONNECT_TIMEOUT)
     }
 
     fn accepted(&self) -> Vec<usize> {

@@ -286,13 +286,7 @@ impl Cluster {
         let cgroup = cgroup2_root();
         let mut lb = (mode == Mode::LbBefore)
             .then(|| SocketLb::attach(&cgroup, vip(), &backends, pins.path()));
-        let kubeconfig = api.kubeconfig().to_owned();
-        let daemon = Daemon::start_with(&[
-            "--kubeconfig".as_ref(),
-            kubeconfig.as_os_str(),
-            "--node-name".as_ref(),
-            THIS_NODE.as_ref(),
-        ]);
+        let daemon = Daemon::start_with(&api.daemon_args(THIS_NODE));
         daemon.set(
             SVC,
             &["--max-connections", &LIMIT.to_string(), "--side", "client"],
@@ -325,21 +319,8 @@ impl Cluster {
 
     /// Every client pod makes `PER_CLIENT` parallel connects to the VIP, all at the same time.
     fn connect_all_clients(&self) -> Vec<ConnectAttempt> {
-        std::thread::scope(|scope| {
-            let runs: Vec<_> = self
-                .clients
-                .iter()
-                .map(|&c| {
-                    let pod = self.bed.pod(c);
-                    scope.spawn(move || {
-                        pod.connect_many_timed(vip().into(), PER_CLIENT, CONNECT_TIMEOUT)
-                    })
-                })
-                .collect();
-            runs.into_iter()
-                .flat_map(|r| r.join().expect("client thread panicked"))
-                .collect()
-        })
+        self.bed
+            .connect_from_pods(&self.clients, vip().into(), PER_CLIENT, CONNECT_TIMEOUT)
     }
 
     fn accepted(&self) -> Vec<usize> {

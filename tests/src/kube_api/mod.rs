@@ -127,6 +127,17 @@ impl FakeKubeApi {
         &self.kubeconfig
     }
 
+    /// The `limiter daemon` arguments of a daemon that resolves `svc/` rules through this
+    /// server as the node `node`: `--kubeconfig FILE --node-name NODE`.
+    pub fn daemon_args(&self, node: &str) -> Vec<std::ffi::OsString> {
+        vec![
+            "--kubeconfig".into(),
+            self.kubeconfig.clone().into_os_string(),
+            "--node-name".into(),
+            node.into(),
+        ]
+    }
+
     /// Creates or replaces `object` (a Service or EndpointSlice with `metadata.namespace` and
     /// `metadata.name`); watches see ADDED or MODIFIED. Sets its `resourceVersion` (and `uid`,
     /// `creationTimestamp` on creation) and returns the resourceVersion.
