@@ -98,6 +98,10 @@ pub mod rule_flags {
     /// Set by the daemon on the address rules it derived from a Kubernetes Service rule, so a
     /// restarted daemon tells them from rules set by address. The kernel ignores it.
     pub const DERIVED: u32 = 1 << 5;
+    /// The rule has a circuit breaker (its policy is in the BREAKER_RULES map, by rule id):
+    /// connect() consults the breaker of the endpoint and the socket's handshake outcome is
+    /// reported to it.
+    pub const BREAKER: u32 = 1 << 6;
 }
 
 /// A rule as the kernel sees it: the value of the rules LPM trie, keyed by destination.
@@ -215,8 +219,23 @@ pub mod reason {
     pub const SHED: usize = 3;
     /// Internal table full (fail closed for this destination).
     pub const TABLE_FULL: usize = 4;
-    pub const COUNT: usize = 5;
-    pub const NAMES: [&str; COUNT] = ["limit", "rate", "per_source", "shed", "table_full"];
+    /// The endpoint's circuit breaker is open (or half-open with its probes out, or the SRE
+    /// throttle rejected locally).
+    pub const BREAKER: usize = 5;
+    /// Every reason.
+    pub const COUNT: usize = 6;
+    /// Reasons counted in `SideStats::refused` (RULE_STATS). Breaker refusals are counted by
+    /// each breaker ([`crate::Breaker::refused_total`]) instead: the per-CPU layout of the pinned
+    /// RULE_STATS map predates them, and changing it would make an upgrade drop every counter.
+    pub const COUNTED: usize = 5;
+    pub const NAMES: [&str; COUNT] = [
+        "limit",
+        "rate",
+        "per_source",
+        "shed",
+        "table_full",
+        "breaker",
+    ];
 }
 
 /// What was done to a refused connection.
@@ -243,8 +262,8 @@ pub struct SideStats {
     pub lifetime_ns: u64,
     /// New connections admitted by a decision (SYN or connect()).
     pub accepted: u64,
-    /// Refused new connections, `[reason][action]`.
-    pub refused: [[u64; action::COUNT]; reason::COUNT],
+    /// Refused new connections, `[reason][action]` (reasons before `reason::BREAKER`).
+    pub refused: [[u64; action::COUNT]; reason::COUNTED],
 }
 
 /// Per-CPU counters of a rule, keyed by [`RuleConfig::id`].
@@ -271,6 +290,18 @@ pub mod phase {
 
 /// [`ConnRecord::flags`]: the socket also holds a per-source slot of its rule.
 pub const CONN_F_PER_SOURCE: u8 = 1 << 0;
+/// [`ConnRecord::flags`]: the handshake's outcome is reported to a circuit breaker of the
+/// socket's rule (`established_ns` holds the connect() time until the handshake ends).
+pub const CONN_F_BREAKER: u8 = 1 << 1;
+/// [`ConnRecord::flags`]: the connection is a half-open breaker's probe.
+pub const CONN_F_PROBE: u8 = 1 << 2;
+/// [`ConnRecord::flags`]: the breaker is the endpoint's (the socket's remote address), not the
+/// destination's (`dest`): connect() showed an endpoint standing for a Service's ClusterIP.
+pub const CONN_F_ENDPOINT: u8 = 1 << 3;
+/// [`ConnRecord::flags`]: the outcome has been reported (once per connection).
+pub const CONN_F_REPORTED: u8 = 1 << 4;
+/// [`ConnRecord::flags`]: a RST arrived while the handshake was in progress (refused).
+pub const CONN_F_RST: u8 = 1 << 5;
 
 /// Per-socket record (socket-local storage): which rule's slot the socket holds, so that its
 /// close releases exactly that slot once, whatever happened to the rules meanwhile.
@@ -370,11 +401,21 @@ pub struct Event {
     pub peer: [u8; 16],
     /// [`side`].
     pub side: u8,
-    /// [`reason`] index.
+    /// [`reason`] index; for a breaker transition, the new [`breaker_state`].
     pub reason: u8,
-    /// [`action`] index.
+    /// [`action`] index; for a breaker transition, its cause ([`outcome`] index).
     pub action: u8,
-    pub _pad: [u8; 3],
+    /// [`event_kind`].
+    pub kind: u8,
+    pub _pad: [u8; 2],
+}
+
+/// What an [`Event`] reports.
+pub mod event_kind {
+    /// A new connection was refused (`dest` as dialed or served).
+    pub const REFUSAL: u8 = 0;
+    /// A circuit breaker changed state (`dest` is its endpoint).
+    pub const BREAKER: u8 = 1;
 }
 
 /// Events a CPU may emit per second (and in one burst) before it suppresses them: a flood of
@@ -411,7 +452,13 @@ pub mod capacity {
     /// Service endpoints standing for a ClusterIP (the `ALIASES` map): the endpoints of every
     /// `svc/` rule with a client side, on every node.
     pub const ALIASES: u32 = 131_072;
+    /// Circuit breakers, one per (rule, endpoint) seen by connect(). When full, a new
+    /// endpoint has no breaker (its connections flow) until the daemon forgets idle ones.
+    pub const BREAKERS: u32 = 65_536;
 }
+
+mod breaker;
+pub use breaker::*;
 
 #[cfg(feature = "sys")]
 pub mod sys;
@@ -435,6 +482,9 @@ mod pod {
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for EventStats {}
     unsafe impl aya::Pod for ShedLimit {}
+    unsafe impl aya::Pod for BreakerConfig {}
+    unsafe impl aya::Pod for BreakerKey {}
+    unsafe impl aya::Pod for Breaker {}
 }
 
 #[cfg(test)]

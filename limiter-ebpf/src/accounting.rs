@@ -9,14 +9,16 @@
 use aya_ebpf::{
     bindings::{
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
-        BPF_TCP_CLOSE,
+        BPF_SOCK_OPS_RTO_CB, BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
+        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_SYN_SENT,
     },
     helpers::{bpf_ktime_get_ns, generated::bpf_get_netns_cookie},
     programs::SockOpsContext,
 };
 use aya_log_ebpf::warn;
-use limiter_common::{CONN_CLOSED, ConnRecord, FlowKey, pending_flags, phase, side};
+use limiter_common::{
+    CONN_CLOSED, CONN_F_BREAKER, ConnRecord, FlowKey, pending_flags, phase, side,
+};
 
 use core::ptr::addr_of;
 
@@ -24,7 +26,7 @@ use crate::{
     addr::{self, ctx_ip6, ctx_u32},
     conn,
     maps::PENDING,
-    rules,
+    outcome, rules,
     slots::{epoch_now, force_take, settle},
     sync::cas,
 };
@@ -74,14 +76,32 @@ pub fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => active_established(ctx),
         BPF_SOCK_OPS_TCP_CONNECT_CB => connecting(ctx),
         BPF_SOCK_OPS_STATE_CB => {
-            // arg 1 is the new state.
+            // arg 0 is the old state, arg 1 the new one.
             if ctx.arg(1) == BPF_TCP_CLOSE {
-                // Only the socket is needed here, not the addresses `read` collects.
+                // Only the socket is needed here, unless a breaker needs the peer's address.
                 // SAFETY: the uapi's pointer member of the program's context.
                 let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk } as *mut core::ffi::c_void;
                 if let Some(rec) = conn::record(sk, false) {
+                    if rec.flags & CONN_F_BREAKER != 0 {
+                        // SAFETY: reading the monotonic clock has no preconditions.
+                        let now = unsafe { bpf_ktime_get_ns() };
+                        outcome::closed(rec, ctx.arg(0), &remote(ctx), now);
+                    }
                     conn::release(rec);
                 }
+            }
+            Ok(())
+        }
+        BPF_SOCK_OPS_RTO_CB => {
+            // Only requested for a connecting socket under a breaker (see `connecting`).
+            let s = read(ctx);
+            // SAFETY: the uapi's state member of the program's context.
+            if unsafe { (*ctx.ops).state } == BPF_TCP_SYN_SENT
+                && let Some(rec) = conn::record(s.sk, false)
+            {
+                // SAFETY: reading the monotonic clock has no preconditions.
+                let now = unsafe { bpf_ktime_get_ns() };
+                outcome::syn_retransmitted(rec, &addr::dest(s.remote, s.remote_port), now);
             }
             Ok(())
         }
@@ -89,8 +109,24 @@ pub fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
     }
 }
 
+/// The peer's address and port of the socket.
+#[inline(always)]
+fn remote(ctx: &SockOpsContext) -> limiter_common::DestAddr {
+    let s = read(ctx);
+    addr::dest(s.remote, s.remote_port)
+}
+
+/// Asks for the state callback (the close), and no retransmission callback: those are only
+/// wanted while a breaker waits for a handshake's outcome (`watch_handshake`).
 fn enable_close_callback(ctx: &SockOpsContext) {
-    let flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG;
+    let flags = (ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) & !BPF_SOCK_OPS_RTO_CB_FLAG;
+    let _ = ctx.set_cb_flags(flags as i32);
+}
+
+/// Asks for the state callback and the retransmission-timeout callback: a SYN unanswered for
+/// the initial SYN timeout is a breaker's timeout (outcome.rs).
+fn watch_handshake(ctx: &SockOpsContext) {
+    let flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG;
     let _ = ctx.set_cb_flags(flags as i32);
 }
 
@@ -183,7 +219,11 @@ fn connecting(ctx: &SockOpsContext) -> Result<(), ()> {
     }
     // The SYN is about to leave: the connect() reservation becomes a held slot, released by
     // the close callback whether the handshake succeeds or fails.
-    enable_close_callback(ctx);
+    if rec.flags & CONN_F_BREAKER != 0 {
+        watch_handshake(ctx);
+    } else {
+        enable_close_callback(ctx);
+    }
     // SAFETY: reading the monotonic clock has no preconditions.
     let epoch = epoch_now(unsafe { bpf_ktime_get_ns() });
     let reserved = u64::from(rec.reserve_epoch);
@@ -217,6 +257,7 @@ fn active_established(ctx: &SockOpsContext) -> Result<(), ()> {
     let held = rec.rule_id;
     if held != 0 && held != CONN_CLOSED && rec.phase == phase::CONNECTING {
         // connect() took the slot; it is established now.
+        outcome::established(rec, &addr::dest(s.remote, s.remote_port), now);
         conn::count_established(rec, held, now);
         return Ok(());
     }

@@ -17,7 +17,8 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use limiter_common::{
-    CONN_CLOSED, CONN_F_PER_SOURCE, DestAddr, RuleConfig, action, phase, rule_flags, side,
+    CONN_CLOSED, CONN_F_BREAKER, CONN_F_ENDPOINT, CONN_F_PER_SOURCE, CONN_F_PROBE, DestAddr,
+    RuleConfig, action, phase, reason, rule_flags, side,
 };
 
 use core::ptr::addr_of;
@@ -25,7 +26,7 @@ use core::ptr::addr_of;
 use crate::{
     addr::{self, ctx_ip6, ctx_u32},
     admit::{Decision, client_key, decide, limits_anything, source_slots},
-    conn,
+    breaker, conn,
     maps::{ALIASES, TRANSLATED_FIRST},
     rules,
     slots::{epoch_now, settle},
@@ -41,7 +42,9 @@ pub const DENY: i32 = 0;
 #[inline(always)]
 fn client_rule(dest: &DestAddr) -> Option<&'static RuleConfig> {
     let cfg = rules::lookup(dest)?;
-    (cfg.flags & rule_flags::SIDE_CLIENT != 0 && limits_anything(cfg)).then_some(cfg)
+    // A breaker acts on the client side only, where the caller waits on a failing endpoint.
+    let decides = limits_anything(cfg) || cfg.flags & rule_flags::BREAKER != 0;
+    (cfg.flags & rule_flags::SIDE_CLIENT != 0 && decides).then_some(cfg)
 }
 
 /// The client-side rule a connection to `dest` counts under, and the destination it counts as:
@@ -84,7 +87,8 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     if ty != SOCK_STREAM || protocol != IPPROTO_TCP {
         return ALLOW;
     }
-    let Some((cfg, dest)) = client_rule_of(&addr::dest(ip, port)) else {
+    let dialed = addr::dest(ip, port);
+    let Some((cfg, dest)) = client_rule_of(&dialed) else {
         return ALLOW;
     };
     // Drop mode cannot refuse here: the SYN itself is dropped on egress (try_egress_syn).
@@ -104,12 +108,28 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
+    // The breaker first: an endpoint it holds open is refused before it can take a slot.
+    let tracked = match breaker_gate(cfg, &dialed, &dest, now) {
+        Some(tracked) => tracked,
+        None if cfg.flags & rule_flags::DRY_RUN != 0 => {
+            count_breaker_refusal(cfg, &dialed, action::DRY_RUN, &entity);
+            CONN_F_BREAKER | endpoint_flag(&dialed, &dest)
+        }
+        None => {
+            count_breaker_refusal(cfg, &dialed, action::REJECT, &entity);
+            return refuse();
+        }
+    };
     match decide(cfg, side::OUTBOUND, &entity, now, epoch) {
         Decision::Admit { flags } => {
             rec.side = side::OUTBOUND;
             rec.dest = dest;
             rec.peer = entity;
-            rec.flags = flags;
+            rec.flags = flags | tracked;
+            if tracked != 0 {
+                // The handshake's start, until it ends (outcome.rs).
+                rec.established_ns = now;
+            }
             rec.phase = phase::RESERVED;
             rec.reserve_epoch = epoch as u32;
             rec.rule_id = cfg.id;
@@ -117,6 +137,10 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
             ALLOW
         }
         Decision::Refuse(reason) => {
+            if tracked & CONN_F_PROBE != 0 {
+                // Refused for another reason: the probe did not go out.
+                breaker::return_probe(&breaker::key(cfg.id, &dialed));
+            }
             if cfg.flags & rule_flags::DRY_RUN != 0 {
                 rules::count_refusal(
                     cfg.id,
@@ -136,15 +160,53 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
                 &dest,
                 &entity,
             );
-            if crate::features::has_set_retval() {
-                // SAFETY: sets the syscall's return value; valid in cgroup sock_addr programs.
-                unsafe { bpf_set_retval(-ECONNREFUSED) };
-            }
-            // Without bpf_set_retval (before Linux 5.18) the caller sees EPERM: still refused
-            // at once, with no packet sent.
-            DENY
+            refuse()
         }
     }
+}
+
+/// Refuses the connect() at once: ECONNREFUSED, no packet sent.
+#[inline(always)]
+fn refuse() -> i32 {
+    if crate::features::has_set_retval() {
+        // SAFETY: sets the syscall's return value; valid in cgroup sock_addr programs.
+        unsafe { bpf_set_retval(-ECONNREFUSED) };
+    }
+    // Without bpf_set_retval (before Linux 5.18) the caller sees EPERM: still refused at
+    // once, with no packet sent.
+    DENY
+}
+
+/// CONN_F_ENDPOINT where connect() showed an endpoint standing for the Service address the
+/// rule counts (`dest`): its breaker is the endpoint's.
+#[inline(always)]
+fn endpoint_flag(dialed: &DestAddr, dest: &DestAddr) -> u8 {
+    if dialed == dest { 0 } else { CONN_F_ENDPOINT }
+}
+
+/// What the breaker of the endpoint `dialed` says to a connect() under `cfg`: None to refuse,
+/// else the record flags of a connection it lets through (0 for a rule without a breaker).
+#[inline(always)]
+fn breaker_gate(cfg: &RuleConfig, dialed: &DestAddr, dest: &DestAddr, now: u64) -> Option<u8> {
+    if cfg.flags & rule_flags::BREAKER == 0 {
+        return Some(0);
+    }
+    let Some(policy) = breaker::config(cfg.id) else {
+        return Some(0);
+    };
+    let tracked = CONN_F_BREAKER | endpoint_flag(dialed, dest);
+    match breaker::on_connect(&breaker::key(cfg.id, dialed), policy, now) {
+        breaker::Gate::Pass => Some(tracked),
+        breaker::Gate::Probe => Some(tracked | CONN_F_PROBE),
+        breaker::Gate::Refuse => None,
+    }
+}
+
+/// Counts (per breaker) and reports a connect() to `dialed` refused by its breaker.
+#[inline(always)]
+fn count_breaker_refusal(cfg: &RuleConfig, dialed: &DestAddr, act: usize, entity: &[u8; 16]) {
+    breaker::count_refused(&breaker::key(cfg.id, dialed), act);
+    rules::count_refusal(cfg.id, side::OUTBOUND, reason::BREAKER, act, dialed, entity);
 }
 
 /// The rule a connection to `dest` counts under if it is enforced on the client side in drop

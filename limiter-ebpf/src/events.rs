@@ -1,11 +1,11 @@
-//! Refusal events for `limiter events`, through a ring buffer the daemon reads.
+//! Refusal and breaker events for `limiter events`, through a ring buffer the daemon reads.
 //!
 //! A flood of refusals must not become a flood of events: each CPU has a token bucket of
 //! EVENTS_PER_SECOND_PER_CPU. What it suppresses, and what a full ring buffer loses because the
 //! reader fell behind, is counted in EVENT_STATS, never dropped silently.
 
 use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_ns};
-use limiter_common::{DestAddr, EVENTS_PER_SECOND_PER_CPU, Event};
+use limiter_common::{DestAddr, EVENTS_PER_SECOND_PER_CPU, Event, event_kind, side};
 
 use crate::maps::{EVENT_STATS, EVENTS};
 
@@ -19,6 +19,39 @@ pub fn refused(
     dest: &DestAddr,
     peer: &[u8; 16],
 ) {
+    emit(Event {
+        time_ns: 0,
+        rule_id,
+        dest: *dest,
+        peer: *peer,
+        side,
+        reason: reason as u8,
+        action: action as u8,
+        kind: event_kind::REFUSAL,
+        _pad: [0; 2],
+    });
+}
+
+/// Emits a breaker transition event (the breaker of `rule_id` for `endpoint` is now `state`,
+/// because of `cause`, a limiter_common::outcome index) if this CPU's budget allows.
+#[inline(always)]
+pub fn breaker(rule_id: u64, endpoint: &DestAddr, state: u64, cause: usize) {
+    emit(Event {
+        time_ns: 0,
+        rule_id,
+        dest: *endpoint,
+        peer: [0; 16],
+        side: side::OUTBOUND,
+        reason: state as u8,
+        action: cause as u8,
+        kind: event_kind::BREAKER,
+        _pad: [0; 2],
+    });
+}
+
+/// Writes `event` (stamped now) to the ring if this CPU's budget allows; counts it otherwise.
+#[inline(always)]
+fn emit(mut event: Event) {
     let Some(stats) = EVENT_STATS.get_ptr_mut(0) else {
         return;
     };
@@ -38,16 +71,7 @@ pub fn refused(
         return;
     }
     stats.tokens -= 1;
-    let event = Event {
-        time_ns: now,
-        rule_id,
-        dest: *dest,
-        peer: *peer,
-        side,
-        reason: reason as u8,
-        action: action as u8,
-        _pad: [0; 3],
-    };
+    event.time_ns = now;
     // No wakeup: waking the reader from inside a refused connect() made the caller pay for a
     // context switch (refusals measured 2.5 µs without, up to 16 µs with). The daemon drains
     // the ring every 200 ms instead.

@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use limiter_common::{
-    ConnRecord, DestAddr, EVENTS_RING_BYTES, EventStats, FlowKey, Pending, RuleConfig, RuleState,
-    RuleStats, SeedRequest, ShedLimit, SideSlots, SourceKey, capacity,
+    Breaker, BreakerConfig, BreakerKey, ConnRecord, DestAddr, EVENTS_RING_BYTES, EventStats,
+    FlowKey, Pending, RuleConfig, RuleState, RuleStats, SeedRequest, ShedLimit, SideSlots,
+    SourceKey, capacity,
 };
 
 /// Hash maps whose elements the kernel changes in place must not be preallocated: a
@@ -88,3 +89,25 @@ pub static CONNS: SkStorage<ConnRecord> = SkStorage::new();
 pub fn conns_ptr() -> *mut core::ffi::c_void {
     core::ptr::addr_of!(CONNS) as *mut core::ffi::c_void
 }
+
+/// Circuit breaker policies by rule id (rules whose flags say BREAKER). Written by the daemon,
+/// read by the kernel.
+#[map(name = "BREAKER_RULES")]
+pub static BREAKER_RULES: HashMap<u64, BreakerConfig> =
+    HashMap::pinned(capacity::RULES, NO_PREALLOC);
+
+/// Circuit breakers by (rule, endpoint), created by connect4/6 on first use and changed in
+/// place by the kernel only (breaker.rs); the daemon reads them and forgets idle ones.
+#[map(name = "BREAKERS")]
+pub static BREAKERS: HashMap<BreakerKey, Breaker> =
+    HashMap::pinned(capacity::BREAKERS, NO_PREALLOC);
+
+/// Breakers of a rule's Service endpoints open now, by rule id (bounded by
+/// BreakerConfig::max_ejected); changed atomically by the kernel.
+#[map(name = "EJECTED")]
+pub static EJECTED: HashMap<u64, u64> = HashMap::pinned(capacity::RULES, NO_PREALLOC);
+
+/// 1 (index 0) while some rule has a breaker, written by the daemon: only then does the
+/// ingress hook look at the first second of established client connections for a reset.
+#[map(name = "BREAKERS_ON")]
+pub static BREAKERS_ON: Array<u32> = Array::pinned(1, 0);

@@ -42,7 +42,8 @@ pub fn stats(rule_id: u64, which: u8) -> Option<&'static mut SideStats> {
 }
 
 /// Counts a refusal of `reason` with `action` (limiter_common::{reason, action}) of a new
-/// connection from `peer` to `dest`, and reports it as an event (rate-limited).
+/// connection from `peer` to `dest`, and reports it as an event (rate-limited). Breaker
+/// refusals are only reported here: each breaker counts its own (breaker::count_refused).
 #[inline(always)]
 pub fn count_refusal(
     rule_id: u64,
@@ -53,7 +54,7 @@ pub fn count_refusal(
     peer: &[u8; 16],
 ) {
     if let Some(s) = stats(rule_id, which)
-        && reason < limiter_common::reason::COUNT
+        && reason < limiter_common::reason::COUNTED
         && action < limiter_common::action::COUNT
     {
         s.refused[reason][action] += 1;

@@ -177,7 +177,7 @@ fn ipv6_tcp_offset(ctx: &SkBuffContext) -> Option<usize> {
 
 /// Reads the TCP flow and flags of an ingress packet (data starts at the network header).
 #[inline(always)]
-fn parse(ctx: &SkBuffContext) -> Option<(FlowKey, u8)> {
+pub(crate) fn parse(ctx: &SkBuffContext) -> Option<(FlowKey, u8)> {
     // SAFETY: the context pointer of a cgroup_skb program is a __sk_buff.
     let proto = unsafe { (*skb(ctx)).protocol };
     let (saddr, daddr, l4) = if proto == ETH_P_IP {
@@ -220,8 +220,10 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
         return 1;
     }
     // SAFETY: non-NULL socket pointer from the context.
-    if unsafe { (*sk).state } != BPF_TCP_LISTEN {
+    let state = unsafe { (*sk).state };
+    if state != BPF_TCP_LISTEN {
         crate::adopt::on_packet(sk as *mut core::ffi::c_void);
+        crate::outcome::on_ingress(ctx, sk, state);
         return 1;
     }
     let Some((flow, flags)) = parse(ctx) else {

@@ -14,6 +14,14 @@ pub fn load(p: *const u64) -> u64 {
     unsafe { core::ptr::read_volatile(p) }
 }
 
+/// Writes a word that other CPUs read (an aligned 64-bit store is atomic); for fields only
+/// the winner of a compare-and-swap writes, and statistics.
+#[inline(always)]
+pub fn store(p: *mut u64, v: u64) {
+    // SAFETY: as for `load`.
+    unsafe { core::ptr::write_volatile(p, v) }
+}
+
 /// Adds `v` (wrapping; pass `0u64.wrapping_sub(n)` to subtract) and returns the old value.
 #[inline(always)]
 pub fn fetch_add(p: *mut u64, v: u64) -> u64 {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::adaptive::{Adaptive, Fraction, Span, SystemRule};
+use crate::breaker::{Breaker, Multiplier};
 use crate::dest::Dest;
 use crate::model::{Criticality, Mode, RuleSpec, Side};
 use crate::output::Format;
@@ -252,8 +253,18 @@ pub struct SetArgs {
     pub destination: Dest,
 
     /// Most established connections at any instant, per side (Istio's maxConnections):
-    /// an integer >= 1, e.g. 100. [required unless --adaptive]
-    #[arg(long, value_name = "N", required_unless_present = "adaptive")]
+    /// an integer >= 1, e.g. 100. [required unless --adaptive or a --breaker-* policy]
+    #[arg(
+        long,
+        value_name = "N",
+        required_unless_present_any = [
+            "adaptive",
+            "breaker_consecutive",
+            "breaker_failure_ratio",
+            "breaker_slow_ratio",
+            "breaker_sre",
+        ]
+    )]
     pub max_connections: Option<u32>,
 
     /// What happens to a connection over the limit: reject (refused at once) or drop (the SYN
@@ -350,6 +361,89 @@ pub struct SetArgs {
         help_heading = "Overload protection"
     )]
     pub priority: Option<Criticality>,
+
+    #[command(flatten)]
+    pub breaker: BreakerArgs,
+}
+
+/// `--breaker-*`: a circuit breaker on the client side (docs/breaking.md).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Circuit breaking (client side, see docs/breaking.md)")]
+pub struct BreakerArgs {
+    /// Open the breaker after N consecutive failed connects (refused, timed out or reset;
+    /// Istio's consecutiveErrors), e.g. 3.
+    #[arg(long, value_name = "N")]
+    pub breaker_consecutive: Option<u32>,
+
+    /// Open when failed / attempted connects over the window reach this fraction (Sentinel's
+    /// error ratio), e.g. 0.5.
+    #[arg(long, value_name = "FRACTION")]
+    pub breaker_failure_ratio: Option<Fraction>,
+
+    /// Open when slow handshakes (longer than --breaker-slow; timeouts too) reach this
+    /// fraction of the attempts over the window (Sentinel's slow-call ratio), e.g. 0.5.
+    #[arg(long, value_name = "FRACTION")]
+    pub breaker_slow_ratio: Option<Fraction>,
+
+    /// A handshake longer than this is slow, e.g. 200ms. [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub breaker_slow: Option<Span>,
+
+    /// SRE adaptive throttle (Kratos): reject locally with probability
+    /// max(0, (attempts - K x successes) / (attempts + 1)) over the window; K from 1 to 10,
+    /// e.g. 2.
+    #[arg(long, value_name = "K")]
+    pub breaker_sre: Option<Multiplier>,
+
+    /// Statistics window of the ratios and the throttle, e.g. 10s. [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub breaker_window: Option<Span>,
+
+    /// Fewer attempts in the window never trip a ratio and never throttle, e.g. 20.
+    /// [default: 5]
+    #[arg(long, value_name = "N")]
+    pub breaker_min_attempts: Option<u32>,
+
+    /// How long the breaker stays open the first time (Istio's baseEjectionTime); the n-th
+    /// ejection in a row lasts n times this, e.g. 30s. [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub breaker_open: Option<Span>,
+
+    /// Longest open time (Envoy's max_ejection_time), e.g. 5m. [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub breaker_max_open: Option<Span>,
+
+    /// Connections let through when half-open; the first outcome decides, e.g. 1.
+    /// [default: 1]
+    #[arg(long, value_name = "N")]
+    pub breaker_probes: Option<u32>,
+
+    /// Most of a Service's endpoints ejected at once, in percent (Istio's
+    /// maxEjectionPercent; at least one of two or more, never all below 100), e.g. 50.
+    /// [default: 10]
+    #[arg(long, value_name = "PERCENT")]
+    pub breaker_max_ejection: Option<u32>,
+}
+
+impl BreakerArgs {
+    /// The breaker these flags describe; None when none is given. Timing flags without a
+    /// policy still make a breaker, which validation then refuses with the policies to pick.
+    fn to_breaker(&self) -> Option<Breaker> {
+        let b = Breaker {
+            consecutive_failures: self.breaker_consecutive,
+            failure_ratio: self.breaker_failure_ratio,
+            slow_ratio: self.breaker_slow_ratio,
+            slow: self.breaker_slow,
+            sre_k: self.breaker_sre,
+            window: self.breaker_window,
+            min_attempts: self.breaker_min_attempts,
+            open: self.breaker_open,
+            max_open: self.breaker_max_open,
+            probes: self.breaker_probes,
+            max_ejection_percent: self.breaker_max_ejection,
+        };
+        (b != Breaker::default()).then_some(b)
+    }
 }
 
 fn parse_priority(s: &str) -> Result<Criticality, String> {
@@ -377,6 +471,7 @@ impl SetArgs {
                     workload_cgroup: self.workload_cgroup.clone(),
                 })
             }),
+            breaker: self.breaker.to_breaker().map(Box::new),
             priority: self.priority,
             derived: false,
         }

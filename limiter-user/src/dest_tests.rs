@@ -223,12 +223,13 @@ fn service_destinations_parse_and_print_canonically() {
 #[test]
 fn an_address_destination_stays_small() {
     // The daemon keeps a Dest and a RuleSpec per rule in two maps, for 100k rules: a Service
-    // destination's strings and the adaptive settings are boxed so they cost nothing here.
+    // destination's strings, the adaptive settings and the breaker are boxed so they cost a
+    // pointer each here.
     assert!(
         std::mem::size_of::<Dest>() <= 32,
         "{}",
         std::mem::size_of::<Dest>()
     );
     let rule = std::mem::size_of::<crate::model::RuleSpec>();
-    assert!(rule <= 80, "{rule}");
+    assert!(rule <= 88, "{rule}");
 }

@@ -2,6 +2,7 @@
 
 mod adaptive;
 mod api;
+mod breaker;
 mod cli;
 mod config;
 mod control;

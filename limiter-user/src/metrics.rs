@@ -141,6 +141,7 @@ impl Collector for Collected {
         }
         crate::metrics_dest::destinations(&statuses, &mut enc)?;
         crate::metrics_dest::overload(&statuses, &mut enc)?;
+        crate::metrics_dest::breakers(&statuses, &mut enc)?;
 
         if let Some([one, five, fifteen]) = crate::node::load() {
             gauge(

@@ -101,7 +101,7 @@ pub fn destinations(statuses: &[DestinationStatus], enc: &mut DescriptorEncoder)
     family(
         enc,
         "limiter_destination_refused",
-        "Refused connections by reason (limit, rate, per_source, shed, table_full) and action \
+        "Refused connections by reason (limit, rate, per_source, shed, table_full, breaker) and action \
          (reject, drop, dry_run: would have been refused).",
         None,
         refused,
@@ -169,5 +169,42 @@ pub fn overload(statuses: &[DestinationStatus], enc: &mut DescriptorEncoder) -> 
         "Filtered CPU of the destination's workload, as a fraction of what it may use.",
         None,
         cpu,
+    )
+}
+
+/// Every circuit breaker: its state and ejections, labelled by its rule's destination and the
+/// endpoint it guards.
+pub fn breakers(statuses: &[DestinationStatus], enc: &mut DescriptorEncoder) -> fmt::Result {
+    let all = || {
+        statuses.iter().flat_map(|d| {
+            d.breakers.iter().map(move |b| {
+                let labels = vec![
+                    ("destination", d.destination.clone()),
+                    ("endpoint", b.endpoint.clone()),
+                ];
+                (labels, b)
+            })
+        })
+    };
+    family(
+        enc,
+        "limiter_breaker_state",
+        "State of a circuit breaker: 0 closed, 1 open (connects refused with reason breaker), \
+         2 half-open (probes going out).",
+        None,
+        all().map(|(l, b)| {
+            let state = limiter_common::breaker_state::NAMES
+                .iter()
+                .position(|n| *n == b.state)
+                .unwrap_or(0);
+            (l, ConstGauge::new(state as i64))
+        }),
+    )?;
+    family(
+        enc,
+        "limiter_breaker_ejections",
+        "Times a circuit breaker opened (Istio/Envoy ejections).",
+        None,
+        all().map(|(l, b)| (l, ConstCounter::new(b.ejections_total))),
     )
 }

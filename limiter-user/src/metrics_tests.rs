@@ -77,6 +77,7 @@ fn refusals_carry_reason_action_and_side() {
         seeding: None,
         overload: Default::default(),
         service: Default::default(),
+        breakers: Vec::new(),
     }];
     let mut text = String::new();
     let mut registry = Registry::default();

@@ -8,6 +8,7 @@ use limiter_common::{action, reason};
 use serde::{Deserialize, Serialize};
 
 use crate::adaptive::Adaptive;
+use crate::breaker::Breaker;
 use crate::dest::Dest;
 pub use limiter_overload::Criticality;
 
@@ -64,6 +65,10 @@ pub struct RuleSpec {
     /// Boxed: most of tens of thousands of rules have none, and the rule book keeps two copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<Box<Adaptive>>,
+    /// Circuit breaker (`--breaker-*`): fail connects to a failing endpoint at once.
+    /// Boxed, as `adaptive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<Box<Breaker>>,
     /// Criticality under node-wide overload (`--priority`); None = critical.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Criticality>,
@@ -187,6 +192,41 @@ pub struct DestinationStatus {
     /// rule: its resolution state and the address rules it stands for now.
     #[serde(flatten)]
     pub service: ServiceStatus,
+    /// The circuit breakers of the rule, one per endpoint seen (none without `--breaker-*`,
+    /// or before the first connect()).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub breakers: Vec<BreakerStatus>,
+}
+
+/// One circuit breaker, as `limiter status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BreakerStatus {
+    /// The endpoint as connect() showed it: the rule's own address, or one of a Service's
+    /// endpoints.
+    pub endpoint: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+    pub consecutive_failures: u64,
+    pub successes_total: u64,
+    /// Failed handshakes by kind: `refused`, `timeout`, `reset`.
+    pub failures_total: FailureCounts,
+    pub slow_total: u64,
+    pub ejections_total: u64,
+    /// Openings not done because the Service's max-ejection share was open already.
+    pub ejection_overflow_total: u64,
+    /// connect() calls this breaker refused (every action).
+    pub refused_total: u64,
+    pub in_state_seconds: f64,
+    /// Time left before an open breaker lets probes through; null unless open.
+    pub open_remaining_seconds: Option<f64>,
+}
+
+/// Failed handshakes by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FailureCounts {
+    pub refused: u64,
+    pub timeout: u64,
+    pub reset: u64,
 }
 
 /// How a destination relates to a Kubernetes Service rule (`svc/NAMESPACE/NAME[:PORT]`).

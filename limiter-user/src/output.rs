@@ -32,10 +32,11 @@ pub fn status_document(destinations: &[crate::model::DestinationStatus], daemon:
 
 /// One-line summary of a rule, as in the RULE column: `max 5 reject both, rate 100/s`.
 pub fn rule_summary(rule: &RuleSpec) -> String {
-    let mut s = match (rule.max_connections, &rule.adaptive) {
-        (Some(max), _) => format!("max {max} {} {}", lower(rule.mode), lower(rule.side)),
-        (None, Some(_)) => format!("{} {}", lower(rule.mode), lower(rule.side)),
-        (None, None) => format!("accounting only, {}", lower(rule.side)),
+    let decides = rule.adaptive.is_some() || rule.breaker.is_some();
+    let mut s = match rule.max_connections {
+        Some(max) => format!("max {max} {} {}", lower(rule.mode), lower(rule.side)),
+        None if decides => format!("{} {}", lower(rule.mode), lower(rule.side)),
+        None => format!("accounting only, {}", lower(rule.side)),
     };
     if let Some(rate) = rule.syn_rate {
         s += &format!(", rate {rate}/s burst {}", rule.syn_burst.unwrap_or(rate));
@@ -58,7 +59,54 @@ pub fn rule_summary(rule: &RuleSpec) -> String {
     if let Some(p) = rule.priority {
         s += &format!(", priority {p}");
     }
+    if let Some(b) = &rule.breaker {
+        s += &format!(", breaker {}", breaker_summary(b));
+    }
     s
+}
+
+/// The policies of a breaker, as in the RULE column: `consecutive 3 open 30s`.
+fn breaker_summary(b: &crate::breaker::Breaker) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = b.consecutive_failures {
+        parts.push(format!("consecutive {n}"));
+    }
+    if let Some(r) = b.failure_ratio {
+        parts.push(format!("failure-ratio {r}"));
+    }
+    if let Some(r) = b.slow_ratio {
+        parts.push(format!("slow-ratio {r}"));
+    }
+    if let Some(k) = b.sre_k {
+        parts.push(format!("sre k {k}"));
+    }
+    let open = b.open.map_or(crate::breaker::DEFAULT_OPEN, |o| o.0);
+    parts.push(format!("open {}", humantime::format_duration(open)));
+    parts.join(" ")
+}
+
+/// A breaker as read back from JSON.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct BreakerView {
+    endpoint: String,
+    state: String,
+    consecutive_failures: u64,
+    ejections_total: u64,
+    refused_total: u64,
+}
+
+/// The BREAKER column: `-` without breakers, the state of a single one, else how many of the
+/// endpoints' breakers are not closed (`1/3 open`).
+fn breaker_column(breakers: &[BreakerView]) -> String {
+    match breakers {
+        [] => "-".into(),
+        [one] => one.state.clone(),
+        many => {
+            let open = many.iter().filter(|b| b.state != "closed").count();
+            format!("{open}/{} open", many.len())
+        }
+    }
 }
 
 /// The serde name of a unit enum value (`reject`, `both`).
@@ -97,6 +145,8 @@ struct DestView {
     source: Option<String>,
     #[serde(default)]
     seeding: Option<String>,
+    #[serde(default)]
+    breakers: Vec<BreakerView>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +194,7 @@ pub fn status_table(doc: &Value) -> anyhow::Result<String> {
             "OUT CLOSED",
             "OVERFLOW",
             "REFUSED",
+            "BREAKER",
         ],
         2,
     );
@@ -170,6 +221,7 @@ pub fn status_table(doc: &Value) -> anyhow::Result<String> {
             o.closed_total.to_string(),
             (i.cx_overflow_total + o.cx_overflow_total).to_string(),
             refused_summary(i, o),
+            breaker_column(&d.breakers),
         ]);
     }
     let mut out = render(&t);
@@ -263,20 +315,55 @@ pub fn get_view(doc: &Value) -> anyhow::Result<String> {
             refused(o, reason, action).to_string(),
         );
     }
-    Ok(format!("{}\n\n{}", render(&head), render(&t)))
+    let mut out = format!("{}\n\n{}", render(&head), render(&t));
+    if !d.breakers.is_empty() {
+        let mut b = table(
+            &[
+                "BREAKER",
+                "STATE",
+                "CONSECUTIVE FAILURES",
+                "EJECTIONS",
+                "REFUSED",
+            ],
+            2,
+        );
+        for v in &d.breakers {
+            b.add_row(vec![
+                v.endpoint.clone(),
+                v.state.clone(),
+                v.consecutive_failures.to_string(),
+                v.ejections_total.to_string(),
+                v.refused_total.to_string(),
+            ]);
+        }
+        out += &format!("\n\n{}", render(&b));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 #[path = "output_tests.rs"]
 mod tests;
 
-/// One refusal event: a JSON object per line, or an aligned line for people:
-/// `TIME  SIDE  DESTINATION  from SOURCE  REASON/ACTION`.
+/// One event: a JSON object per line, or an aligned line for people:
+/// `TIME  SIDE  DESTINATION  from SOURCE  REASON/ACTION` for a refusal,
+/// `TIME  breaker  DESTINATION  endpoint ENDPOINT  STATE (CAUSE)` for a breaker's transition.
 pub fn event_line(event: &Value, format: Format) -> String {
     if format == Format::Json {
         return event.to_string();
     }
     let field = |k: &str| event[k].as_str().unwrap_or("?").to_string();
+    if event["kind"] == "breaker" {
+        return format!(
+            "{}  {:<8}  {:<24}  endpoint {:<20}  {} ({})",
+            field("time"),
+            "breaker",
+            field("destination"),
+            field("endpoint"),
+            field("state"),
+            field("cause")
+        );
+    }
     format!(
         "{}  {:<8}  {:<24}  from {:<24}  {}/{}",
         field("time"),

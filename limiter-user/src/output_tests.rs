@@ -30,6 +30,7 @@ fn status() -> DestinationStatus {
         seeding: None,
         overload: Default::default(),
         service: Default::default(),
+        breakers: Vec::new(),
     }
 }
 
@@ -137,14 +138,14 @@ fn status_table_is_aligned() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with("DESTINATION     RULE"), "{out}");
-    assert!(lines[0].ends_with("OVERFLOW   REFUSED"), "{out}");
+    assert!(lines[0].ends_with("OVERFLOW   REFUSED   BREAKER"), "{out}");
     assert!(
         lines[1].starts_with("10.0.0.2:8080   max 5 reject both"),
         "{out}"
     );
     assert!(
-        lines[1].ends_with(" 5   limit 4"),
-        "overflow is in+out, refusals by reason: {out}"
+        lines[1].ends_with(" 5   limit 4         -"),
+        "overflow is in+out, refusals by reason, no breaker: {out}"
     );
     let empty = status_table(&status_document(&[], json!({}))).unwrap();
     assert!(empty.starts_with("no rules"), "{empty}");
@@ -228,5 +229,35 @@ fn apply_and_reload_summaries() {
         "reloaded /etc/l.toml: 0 changed, 1 unchanged, 1 deleted; runtime changes keep \
          precedence for 10.0.0.2:80\nnote: the [daemon] settings changed; they take effect at \
          the next start"
+    );
+}
+
+#[test]
+fn a_breaker_shows_in_the_rule_and_its_own_column() {
+    let mut st = status();
+    let rule = st.rule.as_mut().unwrap();
+    rule.max_connections = None;
+    rule.side = crate::model::Side::Client;
+    rule.breaker = Some(Box::new(crate::breaker::Breaker {
+        consecutive_failures: Some(3),
+        ..Default::default()
+    }));
+    assert_eq!(
+        rule_summary(rule),
+        "reject client, breaker consecutive 3 open 30s"
+    );
+    let one = |state: &'static str| crate::model::BreakerStatus {
+        endpoint: "10.0.0.2:8080".into(),
+        state,
+        ..Default::default()
+    };
+    st.breakers = vec![one("open")];
+    let out = status_table(&status_document(&[st.clone()], json!({}))).unwrap();
+    assert!(out.lines().nth(1).unwrap().ends_with("   open"), "{out}");
+    st.breakers = vec![one("closed"), one("half_open"), one("closed")];
+    let out = status_table(&status_document(&[st], json!({}))).unwrap();
+    assert!(
+        out.lines().nth(1).unwrap().ends_with("   1/3 open"),
+        "{out}"
     );
 }

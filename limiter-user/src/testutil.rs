@@ -71,6 +71,7 @@ impl Dataplane for MemoryDataplane {
                 seeding: None,
                 overload: Default::default(),
                 service: Default::default(),
+                breakers: Vec::new(),
             })
             .collect())
     }

@@ -1,7 +1,7 @@
 //! Checks of a rule that the types cannot express. Every input path (the CLI, the control
 //! socket, the config file) runs the same checks, so a rule the daemon holds is always valid.
 
-use crate::model::RuleSpec;
+use crate::model::{Mode, RuleSpec, Side};
 
 /// Why a rule is refused. Messages use the CLI's flag names, which the config file's field
 /// names mirror (`max-connections` / `max_connections`).
@@ -26,6 +26,18 @@ pub enum RuleError {
     Adaptive(String),
     #[error("priority needs adaptive: it orders the shedding of adaptive destinations")]
     PriorityWithoutAdaptive,
+    #[error("{0}")]
+    Breaker(String),
+    #[error(
+        "a breaker acts on the connections local processes open (side client or both): with \
+         side server it would never act"
+    )]
+    BreakerServerSide,
+    #[error(
+        "a breaker fails connects at once; mode drop makes callers retry their SYNs instead: \
+         use mode reject with a breaker"
+    )]
+    BreakerWithDrop,
 }
 
 impl RuleError {
@@ -38,6 +50,9 @@ impl RuleError {
             RuleError::PerSourceZero | RuleError::PerSourceAboveMax { .. } => "per_source",
             RuleError::Adaptive(_) => "adaptive",
             RuleError::PriorityWithoutAdaptive => "priority",
+            RuleError::Breaker(_) => "breaker",
+            RuleError::BreakerServerSide => "side",
+            RuleError::BreakerWithDrop => "mode",
         }
     }
 }
@@ -72,6 +87,15 @@ pub fn validate(rule: &RuleSpec) -> Result<(), RuleError> {
     if rule.priority.is_some() && rule.adaptive.is_none() {
         return Err(RuleError::PriorityWithoutAdaptive);
     }
+    if let Some(breaker) = &rule.breaker {
+        breaker.validate().map_err(RuleError::Breaker)?;
+        if rule.side == Side::Server {
+            return Err(RuleError::BreakerServerSide);
+        }
+        if rule.mode == Mode::Drop {
+            return Err(RuleError::BreakerWithDrop);
+        }
+    }
     Ok(())
 }
 
@@ -90,6 +114,7 @@ mod tests {
             per_source: None,
             dry_run: false,
             adaptive: None,
+            breaker: None,
             priority: None,
             derived: false,
         }

@@ -107,6 +107,11 @@ impl Aliases {
         Ok(())
     }
 
+    /// How many endpoints stand for `service` (a ClusterIP:port) now.
+    pub fn endpoints_of(&self, service: &SocketAddr) -> usize {
+        self.entries.values().filter(|(_, s)| s == service).count()
+    }
+
     /// How many endpoints stand for a ClusterIP now.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -5,6 +5,7 @@
 //! source of truth, so runtime rules survive a restart).
 
 mod aliases;
+mod breakers;
 pub mod capabilities;
 mod events;
 pub mod neighbours;
@@ -41,6 +42,7 @@ struct Inner {
     ebpf: Ebpf,
     tables: tables::Tables,
     aliases: aliases::Aliases,
+    breakers: breakers::Breakers,
     rules: BTreeMap<Dest, (u64, RuleSpec)>,
     next_id: u64,
     links_dir: PathBuf,
@@ -120,6 +122,19 @@ fn check_layout(maps_dir: &std::path::Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let found = sys::read_u32_array(&pin, 0).context("read the pinned map layout version")?;
+    let links_dir = maps_dir.with_file_name("links");
+    let attached = std::fs::read_dir(&links_dir).is_ok_and(|mut d| d.next().is_some());
+    if found == 0 && !attached {
+        // A start that failed after its maps were pinned but before it wrote the version (a
+        // program the kernel refused): nothing ever ran on them. Start afresh rather than
+        // make every later start fail on them.
+        warn!(maps = %maps_dir.display(), "removing the maps of an earlier start that failed");
+        for entry in std::fs::read_dir(maps_dir)? {
+            let path = entry?.path();
+            std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+        }
+        return Ok(());
+    }
     anyhow::ensure!(
         found == MAP_LAYOUT_VERSION,
         "the pinned maps in {} have layout version {found}; this build uses \
@@ -301,8 +316,21 @@ impl EbpfDataplane {
             take_map(&mut ebpf, "EVENTS")?,
             take_map(&mut ebpf, "EVENT_STATS")?,
         )?;
-        let rules = tables.existing()?;
+        let mut breakers = breakers::Breakers::open(&mut ebpf)?;
+        let mut rules = tables.existing()?;
+        for (id, rule) in rules.values_mut() {
+            rule.breaker = breakers
+                .policy(*id)
+                .map(|p| Box::new(crate::breaker::Breaker::from_config(&p)));
+        }
+        breakers.set_on(rules.values().any(|(_, r)| r.breaker.is_some()))?;
         let next_id = rules.values().map(|(id, _)| *id).max().unwrap_or(0) + 1;
+        {
+            let mut names = events.rules.write().unwrap_or_else(|p| p.into_inner());
+            for (dest, (id, _)) in &rules {
+                names.insert(*id, dest.to_string());
+            }
+        }
         if adopting {
             info!(rules = rules.len(), pins = %pin_dir.display(), "adopted running dataplane");
         }
@@ -312,6 +340,7 @@ impl EbpfDataplane {
                 ebpf,
                 tables,
                 aliases,
+                breakers,
                 rules,
                 next_id,
                 links_dir,
@@ -354,6 +383,7 @@ impl EbpfDataplane {
     /// whether another agent's program now runs before our connect hooks.
     pub fn maintain(&self) -> anyhow::Result<()> {
         let mut inner = self.lock();
+        inner.breakers.prune_idle(monotonic_ns());
         let Inner {
             ebpf, links_dir, ..
         } = &mut *inner;
@@ -383,6 +413,15 @@ impl EbpfDataplane {
         })
     }
 
+    /// Keeps the name of rule `id` for its breaker events (None: the rule is gone).
+    fn name_rule(&self, id: u64, dest: Option<&Dest>) {
+        let mut names = self.events.rules.write().unwrap_or_else(|p| p.into_inner());
+        match dest {
+            Some(d) => names.insert(id, d.to_string()),
+            None => names.remove(&id),
+        };
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves maps consistent (each step is one syscall).
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -395,7 +434,19 @@ impl Dataplane for EbpfDataplane {
         owner: &Dest,
         aliases: &std::collections::BTreeMap<std::net::SocketAddr, std::net::SocketAddr>,
     ) -> anyhow::Result<()> {
-        self.lock().aliases.set(owner, aliases)
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.aliases.set(owner, aliases)?;
+        // The Services' endpoint counts bound their breakers (max-ejection).
+        let services: std::collections::BTreeSet<_> = aliases.values().collect();
+        for service in services {
+            if let Some((id, rule)) = inner.rules.get(&Dest::Addr(*service))
+                && let Some(policy) = breaker_policy(&inner.aliases, rule)
+            {
+                inner.breakers.set_policy(*id, &policy)?;
+            }
+        }
+        Ok(())
     }
 
     fn prune_service_aliases(&self) -> anyhow::Result<()> {
@@ -405,29 +456,46 @@ impl Dataplane for EbpfDataplane {
     fn apply_rule(&self, rule: &RuleSpec) -> anyhow::Result<()> {
         let mut guard = self.lock();
         let inner = &mut *guard;
+        let policy = breaker_policy(&inner.aliases, rule);
         if let Some((id, _)) = inner.rules.get(&rule.destination) {
             let id = *id;
+            // The policy goes in before the rule that points to it, and out after.
+            if let Some(p) = &policy {
+                inner.breakers.set_policy(id, p)?;
+            }
             inner
                 .tables
                 .publish(&rule.destination, &tables::to_config(id, rule))?;
             inner
                 .rules
                 .insert(rule.destination.clone(), (id, rule.clone()));
-            return Ok(());
+            if policy.is_none() {
+                inner.breakers.remove(id)?;
+            }
+            return inner.breakers_switch();
         }
         let id = inner.next_id;
         inner.tables.create_counters(id)?;
+        if let Some(p) = &policy
+            && let Err(e) = inner.breakers.set_policy(id, p)
+        {
+            inner.tables.remove_counters(id);
+            return Err(e);
+        }
         if let Err(e) = inner
             .tables
             .publish(&rule.destination, &tables::to_config(id, rule))
         {
             inner.tables.remove_counters(id);
+            let _ = inner.breakers.remove(id);
             return Err(e);
         }
         inner.next_id += 1;
         inner
             .rules
             .insert(rule.destination.clone(), (id, rule.clone()));
+        self.name_rule(id, Some(&rule.destination));
+        inner.breakers_switch()?;
         // Count the connections already open to the destination: at once with the iterator,
         // else on their next packet (a new adoption generation makes every socket look again).
         let seeded = if self.capabilities.has(SEED_ITERATOR) {
@@ -451,16 +519,24 @@ impl Dataplane for EbpfDataplane {
         };
         inner.tables.unpublish(dest)?;
         inner.tables.remove_counters(id);
+        inner.breakers.remove(id)?;
         inner.rules.remove(dest);
+        self.name_rule(id, None);
+        inner.breakers_switch()?;
         Ok(true)
     }
 
     fn status(&self) -> anyhow::Result<Vec<DestinationStatus>> {
         let inner = self.lock();
+        let mut breakers = inner.breakers.status(monotonic_ns());
         inner
             .rules
             .values()
-            .map(|(id, rule)| inner.tables.status(*id, rule, self.seeding()))
+            .map(|(id, rule)| {
+                let mut st = inner.tables.status(*id, rule, self.seeding())?;
+                with_breakers(&mut st, breakers.remove(id));
+                Ok(st)
+            })
             .collect()
     }
 
@@ -485,7 +561,14 @@ impl Dataplane for EbpfDataplane {
     fn counters(&self, dest: &Dest) -> anyhow::Result<Option<DestinationStatus>> {
         let inner = self.lock();
         match inner.rules.get(dest) {
-            Some((id, rule)) => inner.tables.status(*id, rule, self.seeding()).map(Some),
+            Some((id, rule)) => {
+                let mut st = inner.tables.status(*id, rule, self.seeding())?;
+                if rule.breaker.is_some() {
+                    let mut breakers = inner.breakers.status(monotonic_ns());
+                    with_breakers(&mut st, breakers.remove(id));
+                }
+                Ok(Some(st))
+            }
             None => Ok(None),
         }
     }
@@ -498,4 +581,38 @@ impl Dataplane for EbpfDataplane {
         let id = *id;
         inner.tables.set_shed(id, shed)
     }
+}
+
+impl Inner {
+    /// Tells the ingress hook whether any rule has a breaker now.
+    fn breakers_switch(&mut self) -> anyhow::Result<()> {
+        let on = self.rules.values().any(|(_, r)| r.breaker.is_some());
+        self.breakers.set_on(on)
+    }
+}
+
+/// The kernel form of `rule`'s breaker, if it has one on the client side; the endpoints of
+/// the Service its destination is the ClusterIP of (if any) bound how many may be open.
+fn breaker_policy(
+    aliases: &aliases::Aliases,
+    rule: &RuleSpec,
+) -> Option<limiter_common::BreakerConfig> {
+    let breaker = rule.breaker.as_ref()?;
+    if rule.side == crate::model::Side::Server {
+        return None;
+    }
+    let endpoints = match &rule.destination {
+        Dest::Addr(a) => Some(aliases.endpoints_of(a)).filter(|&n| n > 0),
+        _ => None,
+    };
+    Some(breaker.to_config(endpoints))
+}
+
+/// Adds a rule's breakers to its status: the list, and their refusals as reason `breaker`.
+fn with_breakers(st: &mut DestinationStatus, found: Option<breakers::RuleBreakers>) {
+    let Some(found) = found else {
+        return;
+    };
+    st.outbound.refused.0[limiter_common::reason::BREAKER] = found.refused;
+    st.breakers = found.list;
 }

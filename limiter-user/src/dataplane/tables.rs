@@ -35,7 +35,7 @@ pub struct Tables {
 /// elements from per-CPU caches that the kernel refills asynchronously (irq_work); a burst of
 /// inserts from userspace (an `apply` of thousands of rules) can drain a cache and get ENOMEM
 /// although memory is plentiful. A real shortage still fails after about 100 ms.
-fn with_retry<T>(
+pub(super) fn with_retry<T>(
     mut update: impl FnMut() -> Result<T, aya::maps::MapError>,
 ) -> Result<T, aya::maps::MapError> {
     let mut attempt = 0;
@@ -81,6 +81,9 @@ pub fn to_config(id: u64, rule: &RuleSpec) -> RuleConfig {
     if rule.derived {
         flags |= rule_flags::DERIVED;
     }
+    if rule.breaker.is_some() && rule.side != Side::Server {
+        flags |= rule_flags::BREAKER;
+    }
     RuleConfig {
         id,
         max_connections: rule.max_connections.unwrap_or(0),
@@ -120,6 +123,7 @@ pub fn from_config(dest: Dest, cfg: &RuleConfig) -> RuleSpec {
         // daemon re-applies; without them the kernel still says the rule is adaptive, and the
         // check resumes with the defaults rather than leaving the destination unprotected.
         adaptive: (cfg.flags & rule_flags::ADAPTIVE != 0).then(Default::default),
+        breaker: None,
         priority: None,
         derived: cfg.flags & rule_flags::DERIVED != 0,
     }
@@ -262,6 +266,7 @@ impl Tables {
                 ..Default::default()
             },
             service: Default::default(),
+            breakers: Vec::new(),
         })
     }
 }
@@ -271,7 +276,7 @@ fn add(total: &mut SideStats, cpu: &SideStats) {
     total.closed += cpu.closed;
     total.lifetime_ns += cpu.lifetime_ns;
     total.accepted += cpu.accepted;
-    for r in 0..reason::COUNT {
+    for r in 0..reason::COUNTED {
         for a in 0..action::COUNT {
             total.refused[r][a] += cpu.refused[r][a];
         }
@@ -279,7 +284,8 @@ fn add(total: &mut SideStats, cpu: &SideStats) {
 }
 
 fn side_status(slots: &SideSlots, stats: &SideStats, epoch: u64) -> SideStatus {
-    let refused = crate::model::RefusedCounts(stats.refused);
+    let mut refused = crate::model::RefusedCounts::default();
+    refused.0[..reason::COUNTED].copy_from_slice(&stats.refused);
     let limit = &stats.refused[reason::LIMIT];
     SideStatus {
         active: slots.established,

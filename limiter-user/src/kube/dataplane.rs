@@ -26,7 +26,9 @@ use tracing::{info, warn};
 
 use super::{ResolveState, Resolved, ServiceRef};
 use crate::dest::Dest;
-use crate::model::{Dataplane, DestinationStatus, RuleSpec, ServiceStatus, Side, SideStatus};
+use crate::model::{
+    BreakerStatus, Dataplane, DestinationStatus, RuleSpec, ServiceStatus, Side, SideStatus,
+};
 
 /// What the daemon needs to watch Services: an API client, this node's name, and the runtime
 /// the watchers run on.
@@ -372,7 +374,8 @@ impl Dataplane for ServiceDataplane {
     fn status(&self) -> anyhow::Result<Vec<DestinationStatus>> {
         let shared = self.lock();
         let mut out = self.inner.status()?;
-        let mut totals: BTreeMap<&Dest, (SideStatus, SideStatus)> = BTreeMap::new();
+        let mut totals: BTreeMap<&Dest, (SideStatus, SideStatus, Vec<BreakerStatus>)> =
+            BTreeMap::new();
         // Derived address (as status prints it) -> its Service rule: one lookup per line.
         let owner: BTreeMap<String, &Dest> = shared
             .services
@@ -387,9 +390,10 @@ impl Dataplane for ServiceDataplane {
             let t = totals.entry(svc).or_default();
             sum(&mut t.0, &s.inbound);
             sum(&mut t.1, &s.outbound);
+            t.2.extend(s.breakers.iter().cloned());
         }
         for (dest, w) in &shared.services {
-            let (inbound, outbound) = totals.remove(dest).unwrap_or_default();
+            let (inbound, outbound, breakers) = totals.remove(dest).unwrap_or_default();
             out.push(DestinationStatus {
                 destination: dest.to_string(),
                 inbound,
@@ -403,6 +407,7 @@ impl Dataplane for ServiceDataplane {
                     service_state: Some(w.resolved.state.to_string()),
                     resolved: Some(w.applied.keys().map(Dest::to_string).collect()),
                 },
+                breakers,
             });
         }
         Ok(out)
