@@ -78,14 +78,16 @@ pub fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
         BPF_SOCK_OPS_STATE_CB => {
             // arg 0 is the old state, arg 1 the new one.
             if ctx.arg(1) == BPF_TCP_CLOSE {
-                // Only the socket is needed here, unless a breaker needs the peer's address.
+                // Only the socket is needed here, unless a breaker needs the addresses.
                 // SAFETY: the uapi's pointer member of the program's context.
                 let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk } as *mut core::ffi::c_void;
                 if let Some(rec) = conn::record(sk, false) {
                     if rec.flags & CONN_F_BREAKER != 0 {
+                        let s = read(ctx);
                         // SAFETY: reading the monotonic clock has no preconditions.
                         let now = unsafe { bpf_ktime_get_ns() };
-                        outcome::closed(rec, ctx.arg(0), &remote(ctx), now);
+                        let remote = addr::dest(s.remote, s.remote_port);
+                        outcome::closed(rec, ctx.arg(0), &(s.local, s.local_port), &remote, now);
                     }
                     conn::release(rec);
                 }
@@ -101,19 +103,13 @@ pub fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
             {
                 // SAFETY: reading the monotonic clock has no preconditions.
                 let now = unsafe { bpf_ktime_get_ns() };
-                outcome::syn_retransmitted(rec, &addr::dest(s.remote, s.remote_port), now);
+                let remote = addr::dest(s.remote, s.remote_port);
+                outcome::syn_retransmitted(rec, &(s.local, s.local_port), &remote, now);
             }
             Ok(())
         }
         _ => Ok(()),
     }
-}
-
-/// The peer's address and port of the socket.
-#[inline(always)]
-fn remote(ctx: &SockOpsContext) -> limiter_common::DestAddr {
-    let s = read(ctx);
-    addr::dest(s.remote, s.remote_port)
 }
 
 /// Asks for the state callback (the close), and no retransmission callback: those are only

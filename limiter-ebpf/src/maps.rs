@@ -111,3 +111,10 @@ pub static EJECTED: HashMap<u64, u64> = HashMap::pinned(capacity::RULES, NO_PREA
 /// ingress hook look at the first second of established client connections for a reset.
 #[map(name = "BREAKERS_ON")]
 pub static BREAKERS_ON: Array<u32> = Array::pinned(1, 0);
+
+/// Client sockets (address, port; the rest of the key zero) whose SYN limiter's own server
+/// side refused on this node, with the time (ns): their RST or timeout is limiter's, not the
+/// endpoint's, and never counts against a breaker. Written only while breakers exist; LRU,
+/// so a flood of refusals cannot fill it.
+#[map(name = "SELF_REFUSED")]
+pub static SELF_REFUSED: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(16_384, 0);

@@ -6,6 +6,10 @@
 //! - refused: a RST answering the SYN (the ingress hook marks the socket, the close reports);
 //! - reset: a RST within RESET_WINDOW_NS of the handshake (marked the same way). A local
 //!   abort (SO_LINGER 0) carries no RST in, so it never counts.
+//!
+//! A refusal by limiter's own server side on this node (its RST, or its dropped SYN) is not
+//! the endpoint's failure: the server side notes the client's address and port
+//! (SELF_REFUSED) and the client's outcome is then not reported.
 
 use aya_ebpf::{
     bindings::{BPF_TCP_ESTABLISHED, BPF_TCP_SYN_SENT, bpf_sock},
@@ -14,16 +18,52 @@ use aya_ebpf::{
 };
 use limiter_common::{
     CONN_CLOSED, CONN_F_BREAKER, CONN_F_ENDPOINT, CONN_F_PROBE, CONN_F_REPORTED, CONN_F_RST,
-    ConnRecord, DestAddr, RESET_WINDOW_NS, outcome,
+    ConnRecord, DestAddr, FlowKey, RESET_WINDOW_NS, outcome,
 };
 
-use crate::{breaker, conn, maps::BREAKERS_ON};
+use crate::{
+    breaker, conn,
+    maps::{BREAKERS_ON, SELF_REFUSED},
+};
 
 const TCP_FLAG_RST: u8 = 0x04;
 
 #[inline(always)]
 fn tracked(rec: &ConnRecord) -> bool {
     rec.flags & CONN_F_BREAKER != 0
+}
+
+/// How long a refusal by limiter's own server side is remembered for its client.
+const SELF_REFUSED_NS: u64 = 30_000_000_000;
+
+/// The key of a client socket in SELF_REFUSED.
+#[inline(always)]
+fn client_key(addr: [u8; 16], port: u16) -> FlowKey {
+    FlowKey {
+        saddr: addr,
+        daddr: [0; 16],
+        sport: port,
+        dport: 0,
+    }
+}
+
+/// Limiter's server side refused `flow` (a SYN from a client, perhaps on this node): if the
+/// client is a local socket under a breaker, its failure is limiter's, not the endpoint's.
+#[inline(always)]
+pub fn refused_here(flow: &FlowKey, now: u64) {
+    if BREAKERS_ON.get(0).copied() == Some(1) {
+        let _ = SELF_REFUSED.insert(&client_key(flow.saddr, flow.sport), &now, 0);
+    }
+}
+
+/// True if limiter's own server side refused the SYN of the local socket `local` lately.
+#[inline(always)]
+fn refused_by_us(local: &([u8; 16], u16), now: u64) -> bool {
+    // SAFETY: a copy of an LRU value; a concurrent update only changes the time read.
+    match unsafe { SELF_REFUSED.get(&client_key(local.0, local.1)) } {
+        Some(&at) => now.saturating_sub(at) < SELF_REFUSED_NS,
+        None => false,
+    }
 }
 
 /// Reports `kind` for the connection of `rec`; `remote` is the socket's peer (the endpoint,
@@ -55,23 +95,40 @@ pub fn established(rec: &mut ConnRecord, remote: &DestAddr, now: u64) {
 }
 
 /// The SYN went unanswered for the kernel's initial SYN timeout and is being retransmitted.
+/// `local`: the socket's own address and port.
 #[inline(always)]
-pub fn syn_retransmitted(rec: &mut ConnRecord, remote: &DestAddr, now: u64) {
+pub fn syn_retransmitted(
+    rec: &mut ConnRecord,
+    local: &([u8; 16], u16),
+    remote: &DestAddr,
+    now: u64,
+) {
     if tracked(rec) && rec.flags & CONN_F_REPORTED == 0 {
         rec.flags |= CONN_F_REPORTED;
-        send(rec, remote, outcome::TIMEOUT, now);
+        if !refused_by_us(local, now) {
+            send(rec, remote, outcome::TIMEOUT, now);
+        }
     }
 }
 
 /// The socket closed from `old_state` (before the record releases its slot).
 #[inline(always)]
-pub fn closed(rec: &mut ConnRecord, old_state: u32, remote: &DestAddr, now: u64) {
+pub fn closed(
+    rec: &mut ConnRecord,
+    old_state: u32,
+    local: &([u8; 16], u16),
+    remote: &DestAddr,
+    now: u64,
+) {
     if !tracked(rec) {
         return;
     }
     let rst = rec.flags & CONN_F_RST != 0;
     if old_state == BPF_TCP_SYN_SENT && rec.flags & CONN_F_REPORTED == 0 {
         rec.flags |= CONN_F_REPORTED;
+        if refused_by_us(local, now) {
+            return; // limiter's own server side refused it on this node
+        }
         let kind = if rst {
             outcome::REFUSED
         } else {

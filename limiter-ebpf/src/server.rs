@@ -80,6 +80,7 @@ fn admit_new_flow(cfg: &RuleConfig, flow: &FlowKey, refuse_action: usize, confir
             pending_flags::NO_SLOT
         }
         Decision::Refuse(reason) => {
+            crate::outcome::refused_here(flow, now);
             rules::count_refusal(
                 cfg.id,
                 side::INBOUND,
