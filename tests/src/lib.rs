@@ -6,6 +6,7 @@
 //! [`Daemon`] with a private control socket and a private bpffs mount. See `tests/README.md`.
 
 pub mod bpffs;
+pub mod breaker;
 pub mod cgroup;
 pub mod cli;
 mod cmd;

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use limiter_integration_tests::cli::limiter_command;
-use limiter_integration_tests::status::counter;
+use limiter_integration_tests::status::{counter, find_destination_text};
 use limiter_integration_tests::{
     ConnectAttempt, Daemon, HoldServer, Outcomes, Pod, Testbed, holds_for, require_root, wait_until,
 };
@@ -153,6 +153,7 @@ fn main() -> ExitCode {
     report.run("server_drop", || server_drop(&daemon, client, server));
     report.run("client_reject", || client_reject(&daemon, client, server));
     report.run("seeding", || seeding(&daemon, client, server));
+    report.run("breaker", || breaker(&daemon, client, server));
     report.run("restart", || restart(&mut daemon, client, server));
     write_daemon_log(&results, &daemon.log());
     drop(daemon);
@@ -309,6 +310,64 @@ fn client_reject(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
     let slowest = expect_all_refused("over the client-side limit", &over, want);
     expect_accepted(&held, N, "the server saw a refused connect");
     format!("2 over the limit refused in connect() ({want:?}), slowest {slowest:?}")
+}
+
+/// A circuit breaker on a refusing endpoint (RST): 3 refusals open it, then connect() fails
+/// at once inside the kernel; after the open time a probe to the endpoint, now listening,
+/// closes it. Runs the breaker's kernel paths (the gate, the RTO and state callbacks, the
+/// ingress RST mark) under this kernel's verifier and its real TCP.
+fn breaker(daemon: &Daemon, client: &Pod, server: &Pod) -> String {
+    let dest = server.addr_v4(8006);
+    daemon.set(
+        dest,
+        &[
+            "--side",
+            "client",
+            "--breaker-consecutive",
+            "3",
+            "--breaker-open",
+            "2s",
+        ],
+    );
+    for i in 1..=3 {
+        let refused = client.connect_many_timed(dest, 1, CONNECT_TIMEOUT);
+        expect_all_refused(
+            &format!("refusing endpoint, attempt {i}"),
+            &refused,
+            ErrorKind::ConnectionRefused,
+        );
+    }
+    let opened = Instant::now();
+    let breaker_of = |daemon: &Daemon| {
+        let status = daemon.status_json();
+        let d = find_destination_text(&status, &dest.to_string())
+            .unwrap_or_else(|| panic!("{dest} missing from {status}"));
+        d["breakers"][0].clone()
+    };
+    let b = breaker_of(daemon);
+    assert_eq!(b["state"], "open", "after 3 refusals: {b}");
+    assert_eq!(b["failures_total"]["refused"], 3, "{b}");
+    let over = client.connect_many_timed(dest, 3, CONNECT_TIMEOUT);
+    let want = client_refusal(daemon);
+    let slowest = expect_all_refused("breaker open", &over, want);
+    assert_eq!(
+        breaker_of(daemon)["refused_total"],
+        3,
+        "refused by the breaker"
+    );
+    let _listening = server.hold_server(dest);
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(opened.elapsed()));
+    let flows = wait_until(COUNTER_TIMEOUT, || {
+        client.connect_many_timed(dest, 1, CONNECT_TIMEOUT)[0]
+            .result
+            .is_ok()
+    });
+    assert!(flows, "the endpoint listens again, yet connects still fail");
+    let b = breaker_of(daemon);
+    assert_eq!(b["state"], "closed", "after a successful probe: {b}");
+    format!(
+        "opened after 3 refusals; 3 connects refused by it ({want:?}), slowest {slowest:?}; closed by a probe"
+    )
 }
 
 /// Connections open before the rule is set are counted after `set`: at once where the daemon
