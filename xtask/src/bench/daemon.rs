@@ -162,6 +162,26 @@ impl BenchDaemon {
         self.request(&json!({"op": "set", "rule": rule})).map(drop)
     }
 
+    /// `limiter ARGS...` against this daemon, through the CLI (for flags whose JSON form the
+    /// benchmark does not spell itself, e.g. the breaker's). Its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("LIMITER_SOCKET")
+            .output()
+            .with_context(|| format!("run {}", self.bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "limiter {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     pub fn delete(&self, dest: &str) -> Result<()> {
         self.request(&json!({"op": "delete", "destination": dest}))
             .map(drop)

@@ -7,6 +7,7 @@
 mod accepted;
 mod accuracy;
 mod bpf;
+mod breaker;
 mod contender;
 mod daemon;
 mod decision;
@@ -42,7 +43,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Run only these scenarios (comma-separated): accuracy, refusal, accepted, scaling,
-    /// decision, flood, footprint, overload.
+    /// decision, flood, footprint, overload, breaker.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
 }
@@ -63,6 +64,15 @@ pub struct Plan {
     pub flood: Duration,
     pub idle: Duration,
     pub footprint_rules: usize,
+    pub breaker_reps: usize,
+    /// Attempts after the breaker opened (and to a refusing endpoint without one).
+    pub breaker_fast: usize,
+    /// Attempts after the first three to a blackholed endpoint without a breaker.
+    pub breaker_slow: usize,
+    /// The client's own connect timeout.
+    pub breaker_timeout: Duration,
+    /// `--breaker-open`.
+    pub breaker_open: Duration,
 }
 
 impl Plan {
@@ -86,6 +96,11 @@ impl Plan {
             flood: Duration::from_secs(if quick { 2 } else { 5 }),
             idle: Duration::from_secs(if quick { 2 } else { 10 }),
             footprint_rules: if quick { 1000 } else { 10_000 },
+            breaker_reps: if quick { 1 } else { 3 },
+            breaker_fast: if quick { 200 } else { 1000 },
+            breaker_slow: if quick { 1 } else { 2 },
+            breaker_timeout: Duration::from_millis(if quick { 200 } else { 1000 }),
+            breaker_open: Duration::from_secs(if quick { 1 } else { 2 }),
         }
     }
 }
@@ -99,7 +114,7 @@ pub struct Carry {
 
 type Scenario = fn(&mut World, &Plan, &mut Carry) -> Result<Section>;
 
-const SCENARIOS: [(&str, &str, Scenario); 7] = [
+const SCENARIOS: [(&str, &str, Scenario); 8] = [
     ("accuracy", "1. Accuracy under a burst", accuracy::run),
     ("refusal", "2. Refusal latency", refusal::run),
     ("accepted", "3. Cost to accepted connections", accepted::run),
@@ -107,6 +122,8 @@ const SCENARIOS: [(&str, &str, Scenario); 7] = [
     ("decision", "5. In-kernel decision cost", decision::run),
     ("flood", "6. SYN flood", flood::run),
     ("footprint", "7. Daemon footprint", footprint::run),
+    // After overload (8) on the page, which runs last: see `by_number`.
+    ("breaker", "9. Circuit breaking", breaker::run),
 ];
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -201,6 +218,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
         sections.push(section);
     }
+    sections.sort_by_key(|s| by_number(&s.title));
     for plot in sections.iter().flat_map(|s| &s.plots) {
         plot::render(&plots_dir, plot)?;
     }
@@ -237,6 +255,15 @@ fn foreign_links(machine: &mut machine::Machine, when: &str) {
     if n > 0 {
         machine.foreign_during.push(format!("{n} {when}"));
     }
+}
+
+/// The number a section's title starts with ("9. Circuit breaking"), for the page's order.
+fn by_number(title: &str) -> u32 {
+    title
+        .split('.')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(u32::MAX)
 }
 
 fn failed(title: &str, why: &str) -> Section {

@@ -164,7 +164,9 @@ const METHOD: &str = "\
   client-side reject (`--side client`: refused inside `connect()`), server-side reject
   (`sk_lookup`: RST), server-side drop (`cgroup_skb`: the SYN is discarded); iptables
   `-m connlimit --connlimit-above N --connlimit-mask 0 -j REJECT --reject-with tcp-reset`; nftables
-  `ct state new ct count over N reject with tcp reset`. A sidecar mesh is not measured here
+  `ct state new ct count over N reject with tcp reset`. Scenario 9 sets limiter's client-side
+  circuit breaker (`--breaker-consecutive 3`) against a dead endpoint, next to no limiter and
+  iptables (docs/breaking.md). A sidecar mesh is not measured here
   (no container engine on this machine); the figures quoted for it are the issue's.
 - **Alternation**: each scenario repeats its runs; within a repetition the contenders take turns
   and the order rotates from one repetition to the next (limiter's variants stay together, since
