@@ -127,7 +127,8 @@ Example: limiter system set --max-load1 8 --max-cpu 0.9"
     )]
     System(SystemCommand),
 
-    /// Show refusal events (destination, source, reason, action, time) reported by the kernel.
+    /// Show refusal events (destination, source, reason, action, time) and circuit breaker
+    /// transitions (destination, endpoint, state, cause, time) reported by the kernel.
     ///
     /// Without --follow: the latest events the daemon kept (up to 1024). With --follow: stream
     /// new events until interrupted. Each CPU reports at most 1000 refusals per second; the
