@@ -104,6 +104,43 @@ pub mod rule_flags {
     pub const BREAKER: u32 = 1 << 6;
 }
 
+/// Which kinds of rules exist (the RULE_KINDS map, index 0), so that a hook no rule needs
+/// returns at its first instructions: a connection no rule could cover pays (almost) nothing.
+/// The daemon widens the set before it publishes a rule and narrows it after one is gone, so
+/// the kernel never skips a rule that is in force.
+pub mod rule_kinds {
+    /// Some rule exists (sock_ops then looks up established connections' destinations).
+    pub const ANY: u32 = 1 << 0;
+    /// Some rule decides on the client side (connect4/6).
+    pub const CLIENT: u32 = 1 << 1;
+    /// Some rule decides on the server side (sk_lookup, the ingress hook's listener path).
+    pub const SERVER: u32 = 1 << 2;
+    /// Some client-side rule is in drop mode (the egress hook's SYN path).
+    pub const CLIENT_DROP: u32 = 1 << 3;
+}
+
+impl RuleConfig {
+    /// The [`rule_kinds`] this rule needs the hooks for. It may say more than the hooks will
+    /// decide (never less).
+    pub const fn kinds(&self) -> u32 {
+        let decides = self.max_connections != 0
+            || self.syn_rate != 0
+            || self.per_source != 0
+            || self.flags & (rule_flags::ADAPTIVE | rule_flags::BREAKER) != 0;
+        let mut kinds = rule_kinds::ANY;
+        if decides && self.flags & rule_flags::SIDE_CLIENT != 0 {
+            kinds |= rule_kinds::CLIENT;
+            if self.flags & rule_flags::MODE_DROP != 0 {
+                kinds |= rule_kinds::CLIENT_DROP;
+            }
+        }
+        if decides && self.flags & rule_flags::SIDE_SERVER != 0 {
+            kinds |= rule_kinds::SERVER;
+        }
+        kinds
+    }
+}
+
 /// A rule as the kernel sees it: the value of the rules LPM trie, keyed by destination.
 ///
 /// Replacing the value is atomic for readers (an LPM trie update swaps the node), so a

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use limiter_common::{
-    CONN_CLOSED, CONN_F_BREAKER, ConnRecord, FlowKey, pending_flags, phase, side,
+    CONN_CLOSED, CONN_F_BREAKER, ConnRecord, FlowKey, pending_flags, phase, rule_kinds, side,
 };
 
 use core::ptr::addr_of;
@@ -150,6 +150,9 @@ fn passive_established(ctx: &SockOpsContext) -> Result<(), ()> {
     let now = unsafe { bpf_ktime_get_ns() };
     rec.established_ns = now;
     rec.phase = phase::ESTABLISHED;
+    if !rules::exist(rule_kinds::ANY) {
+        return Ok(());
+    }
     let Some(cfg) = rules::lookup(&rec.dest) else {
         return Ok(());
     };
@@ -199,7 +202,9 @@ fn connecting(ctx: &SockOpsContext) -> Result<(), ()> {
     // Client-side drop mode takes its slot when the SYN leaves (client::try_egress_syn): the
     // close callback must be on by then to release it if the handshake fails, and the record
     // must name the caller's pod, which the egress hook cannot read itself.
-    if crate::client::client_drop_rule(&addr::dest(s.remote, s.remote_port)).is_some() {
+    if rules::exist(rule_kinds::CLIENT_DROP)
+        && crate::client::client_drop_rule(&addr::dest(s.remote, s.remote_port)).is_some()
+    {
         enable_close_callback(ctx);
         if let Some(rec) = conn::record(s.sk, true) {
             // SAFETY: the helper reads the socket's network namespace from the context.
@@ -259,6 +264,9 @@ fn active_established(ctx: &SockOpsContext) -> Result<(), ()> {
     }
     rec.established_ns = now;
     rec.phase = phase::ESTABLISHED;
+    if !rules::exist(rule_kinds::ANY) {
+        return Ok(());
+    }
     let Some(cfg) = rules::lookup(&rec.dest) else {
         return Ok(());
     };

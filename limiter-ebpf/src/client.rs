@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use limiter_common::{
     CONN_CLOSED, CONN_F_BREAKER, CONN_F_ENDPOINT, CONN_F_PER_SOURCE, CONN_F_PROBE, DestAddr,
-    RuleConfig, action, phase, reason, rule_flags, side,
+    RuleConfig, action, phase, reason, rule_flags, rule_kinds, side,
 };
 
 use core::ptr::addr_of;
@@ -69,6 +69,9 @@ fn client_rule_of(dest: &DestAddr) -> Option<(&'static RuleConfig, DestAddr)> {
 /// and connect6 only user_ip6).
 #[inline(always)]
 pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
+    if !rules::exist(rule_kinds::CLIENT) {
+        return ALLOW;
+    }
     let a = ctx.sock_addr;
     // SAFETY: field addresses of the program's context, each read once.
     let (ty, protocol, ip, port, sk) = unsafe {
@@ -232,6 +235,9 @@ pub fn try_egress_syn(ctx: &SkBuffContext) -> i32 {
     // SAFETY: non-NULL socket pointer from the context.
     if unsafe { (*sk).state } != BPF_TCP_SYN_SENT {
         crate::adopt::on_packet(sk as *mut core::ffi::c_void);
+        return 1;
+    }
+    if !rules::exist(rule_kinds::CLIENT_DROP) {
         return 1;
     }
     // SAFETY: context fields of the socket, each read once.

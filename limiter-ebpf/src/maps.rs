@@ -118,3 +118,8 @@ pub static BREAKERS_ON: Array<u32> = Array::pinned(1, 0);
 /// so a flood of refusals cannot fill it.
 #[map(name = "SELF_REFUSED")]
 pub static SELF_REFUSED: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(16_384, 0);
+
+/// The limiter_common::rule_kinds that exist (index 0), written by the daemon: a hook no rule
+/// needs returns before it reads anything else.
+#[map(name = "RULE_KINDS")]
+pub static RULE_KINDS: Array<u32> = Array::pinned(1, 0);

@@ -5,7 +5,14 @@ use limiter_common::{
     DestAddr, EXACT_PREFIX_BITS, RuleConfig, RuleState, SideSlots, SideStats, side,
 };
 
-use crate::maps::{RULE_STATE, RULE_STATS, RULES};
+use crate::maps::{RULE_KINDS, RULE_STATE, RULE_STATS, RULES};
+
+/// True if some rule of `kind` (limiter_common::rule_kinds) exists: a hook none needs stops
+/// here, before reading its context.
+#[inline(always)]
+pub fn exist(kind: u32) -> bool {
+    RULE_KINDS.get(0).is_some_and(|k| k & kind != 0)
+}
 
 /// The most specific rule covering `dest`, if any.
 #[inline(always)]

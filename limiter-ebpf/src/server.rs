@@ -17,7 +17,9 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     programs::{SkBuffContext, SkLookupContext},
 };
-use limiter_common::{FlowKey, Pending, RuleConfig, action, pending_flags, rule_flags, side};
+use limiter_common::{
+    FlowKey, Pending, RuleConfig, action, pending_flags, rule_flags, rule_kinds, side,
+};
 
 use core::ptr::addr_of;
 
@@ -106,7 +108,9 @@ pub fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
     // sk_lookup also runs for every UDP datagram that finds no connected socket: check the
     // protocol before reading anything else.
     // SAFETY: a field of the program's context.
-    if unsafe { ctx_u32(addr_of!((*l).protocol)) } != u32::from(IPPROTO_TCP) {
+    if unsafe { ctx_u32(addr_of!((*l).protocol)) } != u32::from(IPPROTO_TCP)
+        || !rules::exist(rule_kinds::SERVER)
+    {
         return SK_PASS;
     }
     // SAFETY: field addresses of the program's context, each read once.
@@ -225,6 +229,9 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
     if state != BPF_TCP_LISTEN {
         crate::adopt::on_packet(sk as *mut core::ffi::c_void);
         crate::outcome::on_ingress(ctx, sk, state);
+        return 1;
+    }
+    if !rules::exist(rule_kinds::SERVER) {
         return 1;
     }
     let Some((flow, flags)) = parse(ctx) else {

@@ -1,7 +1,7 @@
 //! The circuit-breaker maps as userspace sees them: a rule's policy (BREAKER_RULES, written
 //! here), its breakers (BREAKERS, created and changed by the kernel, only read and forgotten
-//! here), the Service ejection counts (EJECTED) and the switch that tells the ingress hook
-//! breakers exist (BREAKERS_ON).
+//! here) and the Service ejection counts (EJECTED). The switch that tells the ingress hook
+//! breakers exist (BREAKERS_ON) is kept with the rule kinds (kinds.rs).
 //!
 //! Order, as for rules: a policy is written before the rule's BREAKER flag is published, and
 //! removed (with its breakers) after a rule without it is; the kernel treats a flag without a
@@ -11,7 +11,7 @@ use std::collections::HashMap as StdHashMap;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{HashMap, MapData};
 use limiter_common::{
     Breaker, BreakerConfig, BreakerKey, EXACT_PREFIX_BITS, action, breaker_state, gate_deadline,
     gate_state,
@@ -30,7 +30,6 @@ pub struct Breakers {
     policies: HashMap<MapData, u64, BreakerConfig>,
     breakers: HashMap<MapData, BreakerKey, Breaker>,
     ejected: HashMap<MapData, u64, u64>,
-    on: Array<MapData, u32>,
 }
 
 impl Breakers {
@@ -39,7 +38,6 @@ impl Breakers {
             policies: super::take_map(ebpf, "BREAKER_RULES")?,
             breakers: super::take_map(ebpf, "BREAKERS")?,
             ejected: super::take_map(ebpf, "EJECTED")?,
-            on: super::take_map(ebpf, "BREAKERS_ON")?,
         })
     }
 
@@ -64,13 +62,6 @@ impl Breakers {
         self.forget(|k, _| k.rule_id == id);
         let _ = self.ejected.remove(&id);
         Ok(())
-    }
-
-    /// Tells the ingress hook whether any rule has a breaker.
-    pub fn set_on(&mut self, on: bool) -> anyhow::Result<()> {
-        self.on
-            .set(0, &u32::from(on), 0)
-            .context("write the breakers switch")
     }
 
     /// Forgets closed breakers idle for IDLE_NS.

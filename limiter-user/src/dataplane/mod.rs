@@ -8,6 +8,7 @@ mod aliases;
 mod breakers;
 pub mod capabilities;
 mod events;
+mod kinds;
 pub mod neighbours;
 mod probe;
 mod programs;
@@ -43,6 +44,7 @@ struct Inner {
     tables: tables::Tables,
     aliases: aliases::Aliases,
     breakers: breakers::Breakers,
+    kinds: kinds::Kinds,
     rules: BTreeMap<Dest, (u64, RuleSpec)>,
     next_id: u64,
     links_dir: PathBuf,
@@ -302,6 +304,11 @@ impl EbpfDataplane {
         spawn_kernel_log(kernel_log)?;
         sys::write_u32_array(&maps_dir.join("LAYOUT"), 0, MAP_LAYOUT_VERSION)
             .context("record the map layout version")?;
+        // The new programs skip hooks by RULE_KINDS from their first packet: it must name the
+        // kinds of the rules already pinned before they are attached.
+        let pinned_kinds = tables::kinds_in(&ebpf)?;
+        sys::write_u32_array(&maps_dir.join("RULE_KINDS"), 0, pinned_kinds)
+            .context("write the rule kinds switch")?;
         programs::attach_cgroup(&mut ebpf, &cgroup, &links_dir).with_context(|| {
             format!(
                 "attach to cgroup {} (needs root; on a hybrid layout pass --cgroup /sys/fs/cgroup/unified)",
@@ -316,14 +323,18 @@ impl EbpfDataplane {
             take_map(&mut ebpf, "EVENTS")?,
             take_map(&mut ebpf, "EVENT_STATS")?,
         )?;
-        let mut breakers = breakers::Breakers::open(&mut ebpf)?;
+        let breakers = breakers::Breakers::open(&mut ebpf)?;
         let mut rules = tables.existing()?;
         for (id, rule) in rules.values_mut() {
             rule.breaker = breakers
                 .policy(*id)
                 .map(|p| Box::new(crate::breaker::Breaker::from_config(&p)));
         }
-        breakers.set_on(rules.values().any(|(_, r)| r.breaker.is_some()))?;
+        let mut kinds = kinds::Kinds::new(&maps_dir);
+        for (id, rule) in rules.values() {
+            kinds.add(kinds::of(*id, rule))?;
+        }
+        kinds.write()?;
         let next_id = rules.values().map(|(id, _)| *id).max().unwrap_or(0) + 1;
         {
             let mut names = events.rules.write().unwrap_or_else(|p| p.into_inner());
@@ -341,6 +352,7 @@ impl EbpfDataplane {
                 tables,
                 aliases,
                 breakers,
+                kinds,
                 rules,
                 next_id,
                 links_dir,
@@ -457,24 +469,31 @@ impl Dataplane for EbpfDataplane {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let policy = breaker_policy(&inner.aliases, rule);
-        if let Some((id, _)) = inner.rules.get(&rule.destination) {
-            let id = *id;
-            // The policy goes in before the rule that points to it, and out after.
+        if let Some((id, old)) = inner.rules.get(&rule.destination) {
+            let (id, old_kinds) = (*id, kinds::of(*id, old));
+            let new_kinds = kinds::of(id, rule);
+            // The policy and the kinds go in before the rule that needs them, and out after.
             if let Some(p) = &policy {
                 inner.breakers.set_policy(id, p)?;
             }
-            inner
+            inner.kinds.add(new_kinds)?;
+            if let Err(e) = inner
                 .tables
-                .publish(&rule.destination, &tables::to_config(id, rule))?;
+                .publish(&rule.destination, &tables::to_config(id, rule))
+            {
+                let _ = inner.kinds.remove(new_kinds);
+                return Err(e);
+            }
             inner
                 .rules
                 .insert(rule.destination.clone(), (id, rule.clone()));
             if policy.is_none() {
                 inner.breakers.remove(id)?;
             }
-            return inner.breakers_switch();
+            return inner.kinds.remove(old_kinds);
         }
         let id = inner.next_id;
+        let new_kinds = kinds::of(id, rule);
         inner.tables.create_counters(id)?;
         if let Some(p) = &policy
             && let Err(e) = inner.breakers.set_policy(id, p)
@@ -482,12 +501,15 @@ impl Dataplane for EbpfDataplane {
             inner.tables.remove_counters(id);
             return Err(e);
         }
-        if let Err(e) = inner
-            .tables
-            .publish(&rule.destination, &tables::to_config(id, rule))
-        {
+        let published = inner.kinds.add(new_kinds).and_then(|()| {
+            inner
+                .tables
+                .publish(&rule.destination, &tables::to_config(id, rule))
+        });
+        if let Err(e) = published {
             inner.tables.remove_counters(id);
             let _ = inner.breakers.remove(id);
+            let _ = inner.kinds.remove(new_kinds);
             return Err(e);
         }
         inner.next_id += 1;
@@ -495,7 +517,6 @@ impl Dataplane for EbpfDataplane {
             .rules
             .insert(rule.destination.clone(), (id, rule.clone()));
         self.name_rule(id, Some(&rule.destination));
-        inner.breakers_switch()?;
         // Count the connections already open to the destination: at once with the iterator,
         // else on their next packet (a new adoption generation makes every socket look again).
         let seeded = if self.capabilities.has(SEED_ITERATOR) {
@@ -514,7 +535,7 @@ impl Dataplane for EbpfDataplane {
 
     fn delete_rule(&self, dest: &Dest) -> anyhow::Result<bool> {
         let mut inner = self.lock();
-        let Some((id, _)) = inner.rules.get(dest).cloned() else {
+        let Some((id, rule)) = inner.rules.get(dest).cloned() else {
             return Ok(false);
         };
         inner.tables.unpublish(dest)?;
@@ -522,7 +543,7 @@ impl Dataplane for EbpfDataplane {
         inner.breakers.remove(id)?;
         inner.rules.remove(dest);
         self.name_rule(id, None);
-        inner.breakers_switch()?;
+        inner.kinds.remove(kinds::of(id, &rule))?;
         Ok(true)
     }
 
@@ -580,14 +601,6 @@ impl Dataplane for EbpfDataplane {
         };
         let id = *id;
         inner.tables.set_shed(id, shed)
-    }
-}
-
-impl Inner {
-    /// Tells the ingress hook whether any rule has a breaker now.
-    fn breakers_switch(&mut self) -> anyhow::Result<()> {
-        let on = self.rules.values().any(|(_, r)| r.breaker.is_some());
-        self.breakers.set_on(on)
     }
 }
 

@@ -129,6 +129,21 @@ pub fn from_config(dest: Dest, cfg: &RuleConfig) -> RuleSpec {
     }
 }
 
+/// The rule kinds (limiter_common::rule_kinds) of the rules pinned in `ebpf`'s RULES map.
+pub fn kinds_in(ebpf: &Ebpf) -> anyhow::Result<u32> {
+    let map = ebpf
+        .map("RULES")
+        .ok_or_else(|| anyhow!("map RULES missing from the object"))?;
+    let rules: LpmTrie<&MapData, DestAddr, RuleConfig> =
+        LpmTrie::try_from(map).context("map RULES has an unexpected type")?;
+    let mut kinds = 0;
+    for entry in rules.iter() {
+        let (_, cfg) = entry.context("read the rules map")?;
+        kinds |= cfg.kinds();
+    }
+    Ok(kinds)
+}
+
 /// The LPM key of an address destination; a Service must have been resolved before.
 fn kernel_key(dest: &Dest) -> anyhow::Result<(u32, DestAddr)> {
     dest.lpm_key()
