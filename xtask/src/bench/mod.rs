@@ -9,6 +9,7 @@ mod accuracy;
 mod bpf;
 mod breaker;
 mod contender;
+mod cost;
 mod daemon;
 mod decision;
 mod flood;
