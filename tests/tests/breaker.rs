@@ -311,9 +311,9 @@ fn a_destination_at_its_limit_never_opens_its_breaker() {
 }
 
 /// The same with the limit held by the server side on this node: two client pods open 10
-/// each (the client side, 5 per pod, frees each slot as the refused socket closes), the server
-/// side admits 5 and answers the other 15 with limiter's own RST. A refusal by limiter is no
-/// failure of the destination.
+/// each; the server side admits 5 and answers others with limiter's own RST (how the 15
+/// refusals split between the client side, 5 per pod, and the server side depends on how the
+/// pods' connects interleave). A refusal by limiter is no failure of the destination.
 #[test]
 fn limiter_server_side_refusals_never_open_the_client_breaker() {
     let _root = require_root();
@@ -342,9 +342,15 @@ fn limiter_server_side_refusals_never_open_the_client_breaker() {
         "the breaker stays closed: {:#}",
         Value::from(breakers_of(&status, &rule))
     );
-    daemon.wait_for_dest(dest, WAIT, "15 server-side limit refusals", |d| {
-        refused(d, "inbound", "limit", "reject") == 15
-    });
+    daemon.wait_for_dest(
+        dest,
+        WAIT,
+        "15 limit refusals, some by the server side",
+        |d| {
+            let server = refused(d, "inbound", "limit", "reject");
+            server >= 1 && server + refused(d, "outbound", "limit", "reject") == 15
+        },
+    );
     let d = daemon.dest_status(dest);
     assert_eq!(refused(&d, "outbound", "breaker", "reject"), 0, "{d:#}");
     drop(attempts);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use limiter_integration_tests::breaker::{
     FAST, Wire, breaker_for, breakers_of, connect_once, failures, is_refused, not_closed, num,
 };
-use limiter_integration_tests::kube_api::{Endpoint, FakeKubeApi, endpoint_slice, service};
+use limiter_integration_tests::kube_api::FakeKubeApi;
 use limiter_integration_tests::status::{find_destination, find_destination_text, refused};
 use limiter_integration_tests::{
     BpffsMount, Daemon, HoldServer, SocketLb, Testbed, cgroup2_root, peak_while, require_root,
@@ -65,24 +65,7 @@ impl Cluster {
             let targets: Vec<SocketAddr> = backends.iter().map(|b| (*b).into()).collect();
             bed.add_service(vip.into(), &targets);
         }
-        let api = FakeKubeApi::start();
-        api.apply(service(
-            "default",
-            "web",
-            *vip.ip(),
-            &[("http", vip.port(), TARGET_PORT)],
-        ));
-        let endpoints: Vec<Endpoint> = backends
-            .iter()
-            .map(|b| Endpoint::ready(*b.ip(), THIS_NODE))
-            .collect();
-        api.apply(endpoint_slice(
-            "default",
-            "web-7xk2p",
-            "web",
-            &[("http", TARGET_PORT)],
-            &endpoints,
-        ));
+        let api = FakeKubeApi::with_web_service(vip, TARGET_PORT, &backends, THIS_NODE);
 
         let pins_dir = tempfile::tempdir().expect("temp dir");
         let (pins, lb) = match mode {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use limiter_common::sys::{prog_by_id, prog_name};
 use limiter_integration_tests::foreign::{CONNECT4, effective};
-use limiter_integration_tests::kube_api::{Endpoint, FakeKubeApi, endpoint_slice, service};
+use limiter_integration_tests::kube_api::FakeKubeApi;
 use limiter_integration_tests::socket_lb::PROG_NAME;
 use limiter_integration_tests::status::{counter, find_destination, find_destination_text};
 use limiter_integration_tests::traffic::ConnectAttempt;
@@ -263,24 +263,7 @@ impl Cluster {
             bed.add_service(vip().into(), &targets);
         }
 
-        let api = FakeKubeApi::start();
-        api.apply(service(
-            "default",
-            "web",
-            *vip().ip(),
-            &[("http", vip().port(), TARGET_PORT)],
-        ));
-        let endpoints: Vec<Endpoint> = backends
-            .iter()
-            .map(|b| Endpoint::ready(*b.ip(), THIS_NODE))
-            .collect();
-        api.apply(endpoint_slice(
-            "default",
-            "web-7xk2p",
-            "web",
-            &[("http", TARGET_PORT)],
-            &endpoints,
-        ));
+        let api = FakeKubeApi::with_web_service(vip(), TARGET_PORT, &backends, THIS_NODE);
 
         let pins = Pins::new();
         let cgroup = cgroup2_root();

@@ -127,6 +127,36 @@ impl FakeKubeApi {
         &self.kubeconfig
     }
 
+    /// Starts the server holding the Service `default/web` at `vip` (port `http`, to
+    /// `target_port`) and one EndpointSlice of `backends`, each ready on `node`: the Service
+    /// of the socket-LB and breaker tests.
+    pub fn with_web_service(
+        vip: std::net::SocketAddrV4,
+        target_port: u16,
+        backends: &[std::net::SocketAddrV4],
+        node: &str,
+    ) -> Self {
+        let api = Self::start();
+        api.apply(service(
+            "default",
+            "web",
+            *vip.ip(),
+            &[("http", vip.port(), target_port)],
+        ));
+        let endpoints: Vec<Endpoint> = backends
+            .iter()
+            .map(|b| Endpoint::ready(*b.ip(), node))
+            .collect();
+        api.apply(endpoint_slice(
+            "default",
+            "web-7xk2p",
+            "web",
+            &[("http", target_port)],
+            &endpoints,
+        ));
+        api
+    }
+
     /// The `limiter daemon` arguments of a daemon that resolves `svc/` rules through this
     /// server as the node `node`: `--kubeconfig FILE --node-name NODE`.
     pub fn daemon_args(&self, node: &str) -> Vec<std::ffi::OsString> {
