@@ -147,9 +147,10 @@ fn costs_table(s: &mut Section, costs: &[(&'static str, cost::PerConnection, Opt
     s.notes.push(format!(
         "Where the cost goes (table above): the kernel's run-time statistics of each of \
          limiter's programs (`kernel.bpf_stats_enabled`, `bpftool prog show`) over the same \
-         connects, client and server on this node, per connection; they count the programs' \
-         own run time, not the kernel work they cause (socket storage allocation, the \
-         callbacks' dispatch). connect() p50 in these runs: {}.",
+         connects, client and server on this node, per connection; they count each run of a \
+         program with the helpers it calls (socket storage allocation among them), not the \
+         kernel's dispatch of the call, and turning them on slows every run by a few tens of \
+         ns. connect() p50 in these runs: {}.",
         p50s.join(", ")
     ));
 }
