@@ -503,25 +503,35 @@ pub mod sys;
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY: all of these are #[repr(C)] plain old data without padding holes that matter:
-    // every bit pattern is a valid value.
-    unsafe impl aya::Pod for DestAddr {}
-    unsafe impl aya::Pod for RuleConfig {}
-    unsafe impl aya::Pod for SideSlots {}
-    unsafe impl aya::Pod for RuleState {}
-    unsafe impl aya::Pod for SideStats {}
-    unsafe impl aya::Pod for RuleStats {}
-    unsafe impl aya::Pod for ConnRecord {}
-    unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for Pending {}
-    unsafe impl aya::Pod for SeedRequest {}
-    unsafe impl aya::Pod for SourceKey {}
-    unsafe impl aya::Pod for Event {}
-    unsafe impl aya::Pod for EventStats {}
-    unsafe impl aya::Pod for ShedLimit {}
-    unsafe impl aya::Pod for BreakerConfig {}
-    unsafe impl aya::Pod for BreakerKey {}
-    unsafe impl aya::Pod for Breaker {}
+
+    /// Marks the map keys and values as aya::Pod, each with the one reason it is sound.
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => {$(
+            // SAFETY: a #[repr(C)] struct of integers and byte arrays only: every bit pattern
+            // is a valid value, and padding bytes are never read as anything but bytes.
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+
+    pod!(
+        DestAddr,
+        RuleConfig,
+        SideSlots,
+        RuleState,
+        SideStats,
+        RuleStats,
+        ConnRecord,
+        FlowKey,
+        Pending,
+        SeedRequest,
+        SourceKey,
+        Event,
+        EventStats,
+        ShedLimit,
+        BreakerConfig,
+        BreakerKey,
+        Breaker,
+    );
 }
 
 #[cfg(test)]

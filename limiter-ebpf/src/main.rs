@@ -8,7 +8,10 @@
 // Atomic compare-and-swap on map memory (see sync.rs); the eBPF build runs with
 // RUSTC_BOOTSTRAP=1 for -Z build-std already.
 #![feature(core_intrinsics)]
-#![allow(internal_features)]
+#![allow(
+    internal_features,
+    reason = "core_intrinsics is the only way to BPF compare-and-swap, see sync.rs"
+)]
 
 mod accounting;
 mod addr;
@@ -49,7 +52,10 @@ pub fn limiter_lookup(ctx: SkLookupContext) -> u32 {
 /// The cgroup_skb entry points. clippy's not_unsafe_ptr_arg_deref fires on the wrapper that
 /// aya's macro generates around each (a `pub fn` taking the raw context pointer), where an
 /// attribute on our function cannot reach; the allow is scoped to this module for that reason.
-#[allow(clippy::not_unsafe_ptr_arg_deref)]
+#[allow(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "fires on the wrapper aya's macro generates, which our attributes cannot reach"
+)]
 mod skb_programs {
     use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
 

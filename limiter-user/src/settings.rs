@@ -85,6 +85,8 @@ impl FromStr for SocketGroup {
             )
         };
         let name = CString::new(s).map_err(|_| unknown())?;
+        // SAFETY: group is a C struct of pointers and integers; all zeros (null pointers) is a
+        // valid value, which getgrnam_r fills in.
         let mut group: libc::group = unsafe { std::mem::zeroed() };
         let mut buf = vec![0 as libc::c_char; 16 * 1024];
         let mut found: *mut libc::group = std::ptr::null_mut();

@@ -15,6 +15,7 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 fn fs_magic(path: &Path) -> std::io::Result<i64> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statfs is a C struct of integers, for which all zeros is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and out-pointer.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
