@@ -120,21 +120,39 @@ pub mod rule_kinds {
 }
 
 impl RuleConfig {
-    /// The [`rule_kinds`] this rule needs the hooks for. It may say more than the hooks will
-    /// decide (never less).
-    pub const fn kinds(&self) -> u32 {
-        let decides = self.max_connections != 0
+    /// Whether the rule limits admissions at all: a connection count, a SYN rate, a
+    /// per-source limit or the overload check. A rule with none only counts.
+    pub const fn limits_anything(&self) -> bool {
+        self.max_connections != 0
             || self.syn_rate != 0
             || self.per_source != 0
-            || self.flags & (rule_flags::ADAPTIVE | rule_flags::BREAKER) != 0;
+            || self.flags & rule_flags::ADAPTIVE != 0
+    }
+
+    /// Whether connect() decides connections under this rule: it is enforced on the client
+    /// side and limits something or has a breaker (breakers act on the client side only, where
+    /// the caller waits on a failing endpoint).
+    pub const fn decides_client(&self) -> bool {
+        self.flags & rule_flags::SIDE_CLIENT != 0
+            && (self.limits_anything() || self.flags & rule_flags::BREAKER != 0)
+    }
+
+    /// Whether the server-side hooks decide connections under this rule.
+    pub const fn decides_server(&self) -> bool {
+        self.flags & rule_flags::SIDE_SERVER != 0 && self.limits_anything()
+    }
+
+    /// The [`rule_kinds`] this rule needs the hooks for: the same predicates the hooks decide
+    /// by, so a hook that returns early for want of a kind never skips a rule it would decide.
+    pub const fn kinds(&self) -> u32 {
         let mut kinds = rule_kinds::ANY;
-        if decides && self.flags & rule_flags::SIDE_CLIENT != 0 {
+        if self.decides_client() {
             kinds |= rule_kinds::CLIENT;
             if self.flags & rule_flags::MODE_DROP != 0 {
                 kinds |= rule_kinds::CLIENT_DROP;
             }
         }
-        if decides && self.flags & rule_flags::SIDE_SERVER != 0 {
+        if self.decides_server() {
             kinds |= rule_kinds::SERVER;
         }
         kinds

@@ -19,15 +19,6 @@ pub enum Decision {
     Refuse(usize),
 }
 
-/// True if the rule limits anything that an admission decision checks.
-#[inline(always)]
-pub fn limits_anything(cfg: &RuleConfig) -> bool {
-    cfg.max_connections != 0
-        || cfg.syn_rate != 0
-        || cfg.per_source != 0
-        || cfg.flags & rule_flags::ADAPTIVE != 0
-}
-
 /// The overload check's limit on `which` side of the rule, if one is in force at `now_ns`
 /// (0 = none). An entry the daemon stopped refreshing is void once it expires.
 #[inline(always)]

@@ -12,23 +12,40 @@
 //!
 //! Off (one constant branch, see features.rs) wherever the iterator runs.
 
-use limiter_common::{CONN_CLOSED, phase};
+use limiter_common::{CONN_CLOSED, ConnRecord, phase};
 
 use crate::{conn, features, maps::ADOPT_GEN, rules, seed};
 
-/// Adopts the socket `sk` of a packet (ingress or egress) if a rule created since it was last
-/// checked now covers it.
+/// The adoption generation a packet's socket must be checked against: 0 where adoption by
+/// packet is off (the iterator runs on this kernel) or no rule was created yet, so there is
+/// nothing to adopt.
+///
+/// A plain u32, not an Option: an Option's undefined payload on its None path once made LLVM
+/// spill a register the helper call had clobbered, which the verifier refuses (R1 !read_ok).
+#[inline(always)]
+pub fn generation() -> u32 {
+    if !features::adopt_on_packet() {
+        return 0;
+    }
+    ADOPT_GEN.get(0).copied().unwrap_or(0)
+}
+
+/// Adopts the socket `sk` of a packet (egress) if a rule created since it was last checked now
+/// covers it.
 #[inline(always)]
 pub fn on_packet(sk: *mut core::ffi::c_void) {
-    if !features::adopt_on_packet() {
-        return;
+    let generation = generation();
+    if generation != 0
+        && let Some(rec) = conn::record(sk, false)
+    {
+        check(rec, generation);
     }
-    let Some(generation) = ADOPT_GEN.get(0).copied() else {
-        return;
-    };
-    let Some(rec) = conn::record(sk, false) else {
-        return;
-    };
+}
+
+/// Adopts the socket of `rec` if it was last checked before `generation` and a rule now covers
+/// it.
+#[inline(always)]
+pub fn check(rec: &mut ConnRecord, generation: u32) {
     if rec.adopt_gen == generation || rec.phase != phase::ESTABLISHED {
         return;
     }

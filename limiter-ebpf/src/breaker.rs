@@ -86,12 +86,16 @@ fn find_or_create(key: &BreakerKey, now: u64) -> Option<*mut Breaker> {
     Some(b)
 }
 
-/// Asks the breaker of `key` whether a connect() may go out at `now`.
+/// The breaker [`on_connect`] found, for what the same connect() does after its verdict
+/// (returning a probe, counting a refusal) without a second lookup.
+#[derive(Clone, Copy)]
+pub struct Found(*mut Breaker);
+
+/// Asks the breaker of `key` whether a connect() may go out at `now`; None when the table is
+/// full and the endpoint has no breaker (its connections flow).
 #[inline(always)]
-pub fn on_connect(key: &BreakerKey, cfg: &BreakerConfig, now: u64) -> Gate {
-    let Some(b) = find_or_create(key, now) else {
-        return Gate::Pass;
-    };
+pub fn on_connect(key: &BreakerKey, cfg: &BreakerConfig, now: u64) -> Option<(Gate, Found)> {
+    let b = find_or_create(key, now)?;
     // A lost update of this statistic only delays forgetting the breaker.
     store(field!(b, last_ns), now);
     let word = load(field!(b, gate));
@@ -131,24 +135,20 @@ pub fn on_connect(key: &BreakerKey, cfg: &BreakerConfig, now: u64) -> Gate {
     if matches!(verdict, Gate::Refuse) {
         count_window(b, window::REJECTED, cfg, now);
     }
-    verdict
+    Some((verdict, Found(b)))
 }
 
 /// Gives back a probe that did not go out (the connection was refused for another reason).
 #[inline(always)]
-pub fn return_probe(key: &BreakerKey) {
-    if let Some(b) = BREAKERS.get_ptr_mut(key) {
-        fetch_add(field!(b, probes_left), 1);
-    }
+pub fn return_probe(found: Found) {
+    fetch_add(field!(found.0, probes_left), 1);
 }
 
 /// Counts a connect() this breaker refused, by action (limiter_common::action).
 #[inline(always)]
-pub fn count_refused(key: &BreakerKey, action: usize) {
-    if action < limiter_common::action::COUNT
-        && let Some(b) = BREAKERS.get_ptr_mut(key)
-    {
-        fetch_add(field!(b, refused_total[action]), 1);
+pub fn count_refused(found: Found, action: usize) {
+    if action < limiter_common::action::COUNT {
+        fetch_add(field!(found.0, refused_total[action]), 1);
     }
 }
 

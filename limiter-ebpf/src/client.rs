@@ -25,7 +25,7 @@ use core::ptr::addr_of;
 
 use crate::{
     addr::{self, ctx_ip6, ctx_u32},
-    admit::{Decision, client_key, decide, limits_anything, source_slots},
+    admit::{Decision, client_key, decide, source_slots},
     breaker, conn,
     maps::{ALIASES, TRANSLATED_FIRST},
     rules,
@@ -41,10 +41,7 @@ pub const DENY: i32 = 0;
 
 #[inline(always)]
 fn client_rule(dest: &DestAddr) -> Option<&'static RuleConfig> {
-    let cfg = rules::lookup(dest)?;
-    // A breaker acts on the client side only, where the caller waits on a failing endpoint.
-    let decides = limits_anything(cfg) || cfg.flags & rule_flags::BREAKER != 0;
-    (cfg.flags & rule_flags::SIDE_CLIENT != 0 && decides).then_some(cfg)
+    rules::lookup(dest).filter(|cfg| cfg.decides_client())
 }
 
 /// The client-side rule a connection to `dest` counts under, and the destination it counts as:
@@ -112,14 +109,14 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
     // The breaker first: an endpoint it holds open is refused before it can take a slot.
-    let tracked = match breaker_gate(cfg, &dialed, &dest, now) {
-        Some(tracked) => tracked,
-        None if cfg.flags & rule_flags::DRY_RUN != 0 => {
-            count_breaker_refusal(cfg, &dialed, action::DRY_RUN, &entity);
-            CONN_F_BREAKER | endpoint_flag(&dialed, &dest)
+    let (tracked, found) = match breaker_gate(cfg, &dialed, &dest, now) {
+        BreakerSays::Through { flags, found } => (flags, found),
+        BreakerSays::Refuse(found) if cfg.flags & rule_flags::DRY_RUN != 0 => {
+            count_breaker_refusal(cfg, &dialed, found, action::DRY_RUN, &entity);
+            (CONN_F_BREAKER | endpoint_flag(&dialed, &dest), Some(found))
         }
-        None => {
-            count_breaker_refusal(cfg, &dialed, action::REJECT, &entity);
+        BreakerSays::Refuse(found) => {
+            count_breaker_refusal(cfg, &dialed, found, action::REJECT, &entity);
             return refuse();
         }
     };
@@ -140,9 +137,11 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
             ALLOW
         }
         Decision::Refuse(reason) => {
-            if tracked & CONN_F_PROBE != 0 {
+            if tracked & CONN_F_PROBE != 0
+                && let Some(found) = found
+            {
                 // Refused for another reason: the probe did not go out.
-                breaker::return_probe(&breaker::key(cfg.id, &dialed));
+                breaker::return_probe(found);
             }
             if cfg.flags & rule_flags::DRY_RUN != 0 {
                 rules::count_refusal(
@@ -187,28 +186,61 @@ fn endpoint_flag(dialed: &DestAddr, dest: &DestAddr) -> u8 {
     if dialed == dest { 0 } else { CONN_F_ENDPOINT }
 }
 
-/// What the breaker of the endpoint `dialed` says to a connect() under `cfg`: None to refuse,
-/// else the record flags of a connection it lets through (0 for a rule without a breaker).
+/// What the breaker of an endpoint says to a connect().
+enum BreakerSays {
+    /// Let it through with these record flags (0 for a rule without a breaker), and the
+    /// breaker if one was found.
+    Through {
+        flags: u8,
+        found: Option<breaker::Found>,
+    },
+    /// Refuse it.
+    Refuse(breaker::Found),
+}
+
+/// What the breaker of the endpoint `dialed` says to a connect() under `cfg`.
 #[inline(always)]
-fn breaker_gate(cfg: &RuleConfig, dialed: &DestAddr, dest: &DestAddr, now: u64) -> Option<u8> {
+fn breaker_gate(cfg: &RuleConfig, dialed: &DestAddr, dest: &DestAddr, now: u64) -> BreakerSays {
+    let untracked = BreakerSays::Through {
+        flags: 0,
+        found: None,
+    };
     if cfg.flags & rule_flags::BREAKER == 0 {
-        return Some(0);
+        return untracked;
     }
     let Some(policy) = breaker::config(cfg.id) else {
-        return Some(0);
+        return untracked;
     };
     let tracked = CONN_F_BREAKER | endpoint_flag(dialed, dest);
     match breaker::on_connect(&breaker::key(cfg.id, dialed), policy, now) {
-        breaker::Gate::Pass => Some(tracked),
-        breaker::Gate::Probe => Some(tracked | CONN_F_PROBE),
-        breaker::Gate::Refuse => None,
+        // A full table: this endpoint has no breaker, but its outcomes are still reported (a
+        // breaker may be created for it once there is room).
+        None => BreakerSays::Through {
+            flags: tracked,
+            found: None,
+        },
+        Some((breaker::Gate::Pass, found)) => BreakerSays::Through {
+            flags: tracked,
+            found: Some(found),
+        },
+        Some((breaker::Gate::Probe, found)) => BreakerSays::Through {
+            flags: tracked | CONN_F_PROBE,
+            found: Some(found),
+        },
+        Some((breaker::Gate::Refuse, found)) => BreakerSays::Refuse(found),
     }
 }
 
 /// Counts (per breaker) and reports a connect() to `dialed` refused by its breaker.
 #[inline(always)]
-fn count_breaker_refusal(cfg: &RuleConfig, dialed: &DestAddr, act: usize, entity: &[u8; 16]) {
-    breaker::count_refused(&breaker::key(cfg.id, dialed), act);
+fn count_breaker_refusal(
+    cfg: &RuleConfig,
+    dialed: &DestAddr,
+    found: breaker::Found,
+    act: usize,
+    entity: &[u8; 16],
+) {
+    breaker::count_refused(found, act);
     rules::count_refusal(cfg.id, side::OUTBOUND, reason::BREAKER, act, dialed, entity);
 }
 

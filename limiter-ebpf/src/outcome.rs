@@ -12,7 +12,7 @@
 //! (SELF_REFUSED) and the client's outcome is then not reported.
 
 use aya_ebpf::{
-    bindings::{BPF_TCP_ESTABLISHED, BPF_TCP_SYN_SENT, bpf_sock},
+    bindings::{BPF_TCP_ESTABLISHED, BPF_TCP_SYN_SENT},
     helpers::bpf_ktime_get_ns,
     programs::SkBuffContext,
 };
@@ -22,7 +22,7 @@ use limiter_common::{
 };
 
 use crate::{
-    breaker, conn,
+    breaker,
     maps::{BREAKERS_ON, SELF_REFUSED},
 };
 
@@ -144,18 +144,21 @@ pub fn closed(
     }
 }
 
-/// The ingress hook's part: marks a RST arriving for a client socket whose handshake is in
-/// progress, or established less than RESET_WINDOW_NS ago, under a breaker. Costs one state
-/// read per packet otherwise, and one flag read for established sockets while breakers exist.
+/// Whether the ingress hook must look at a packet for a socket in `state`: a connecting one,
+/// or an established one while breakers exist (see [`on_ingress`]). One state read, and one
+/// flag read for established sockets, is all other packets cost.
 #[inline(always)]
-pub fn on_ingress(ctx: &SkBuffContext, sk: *mut bpf_sock, state: u32) {
+pub fn watches(state: u32) -> bool {
+    state == BPF_TCP_SYN_SENT
+        || (state == BPF_TCP_ESTABLISHED && BREAKERS_ON.get(0).copied() == Some(1))
+}
+
+/// The ingress hook's part, for a packet [`watches`] chose: marks a RST arriving for a client
+/// socket whose handshake is in progress, or established less than RESET_WINDOW_NS ago, under
+/// a breaker.
+#[inline(always)]
+pub fn on_ingress(ctx: &SkBuffContext, rec: &mut ConnRecord, state: u32) {
     let connecting = state == BPF_TCP_SYN_SENT;
-    if !connecting && (state != BPF_TCP_ESTABLISHED || BREAKERS_ON.get(0).copied() != Some(1)) {
-        return;
-    }
-    let Some(rec) = conn::record(sk as *mut core::ffi::c_void, false) else {
-        return;
-    };
     if !tracked(rec) {
         return;
     }

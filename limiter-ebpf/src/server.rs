@@ -25,7 +25,7 @@ use core::ptr::addr_of;
 
 use crate::{
     addr::{self, ctx_ip6, ctx_u32},
-    admit::{Decision, decide, limits_anything, source_slots},
+    admit::{Decision, decide, source_slots},
     maps::PENDING,
     rules,
     slots::{epoch_now, give_back, mark_pending, take, unpend},
@@ -44,8 +44,7 @@ pub const SK_DROP: u32 = 0;
 /// The rule of `dest` if it is enforced on the server side.
 #[inline(always)]
 fn server_rule(flow: &FlowKey) -> Option<&'static RuleConfig> {
-    let cfg = rules::lookup(&addr::dest(flow.daddr, flow.dport))?;
-    (cfg.flags & rule_flags::SIDE_SERVER != 0 && limits_anything(cfg)).then_some(cfg)
+    rules::lookup(&addr::dest(flow.daddr, flow.dport)).filter(|cfg| cfg.decides_server())
 }
 
 /// Decides a new flow and records the outcome in PENDING (a reservation, or a dry-run pass
@@ -227,8 +226,7 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
     // SAFETY: non-NULL socket pointer from the context.
     let state = unsafe { (*sk).state };
     if state != BPF_TCP_LISTEN {
-        crate::adopt::on_packet(sk as *mut core::ffi::c_void);
-        crate::outcome::on_ingress(ctx, sk, state);
+        connected_packet(ctx, sk as *mut core::ffi::c_void, state);
         return 1;
     }
     if !rules::exist(rule_kinds::SERVER) {
@@ -271,6 +269,26 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
         1
     } else {
         0
+    }
+}
+
+/// A packet for a socket past its handshake: adoption (kernels without the iterator) and the
+/// breakers' RST mark share one fetch of the socket's record, and most packets need neither.
+#[inline(always)]
+fn connected_packet(ctx: &SkBuffContext, sk: *mut core::ffi::c_void, state: u32) {
+    let generation = crate::adopt::generation();
+    let watched = crate::outcome::watches(state);
+    if generation == 0 && !watched {
+        return;
+    }
+    let Some(rec) = crate::conn::record(sk, false) else {
+        return;
+    };
+    if generation != 0 {
+        crate::adopt::check(rec, generation);
+    }
+    if watched {
+        crate::outcome::on_ingress(ctx, rec, state);
     }
 }
 
