@@ -68,6 +68,18 @@ impl Layers {
         rules
     }
 
+    /// The rule these layers put in force for `dest`: the runtime layer's, else the config's
+    /// unless the runtime layer deleted it.
+    pub fn effective_of(&self, dest: &Dest) -> Option<&RuleSpec> {
+        if let Some(rule) = self.runtime.rules.get(dest) {
+            return Some(rule);
+        }
+        if self.runtime.deleted.contains(dest) {
+            return None;
+        }
+        self.config.get(dest)
+    }
+
     /// Deletions of config rules that the config no longer has are moot: forget them.
     pub fn prune(&mut self) {
         let config = &self.config;

@@ -197,6 +197,58 @@ fn apply_is_all_or_nothing() {
 }
 
 #[test]
+fn set_apply_delete_and_revert_look_only_at_their_destinations() {
+    let cfg = [rule("10.0.0.1:80", 1), rule("10.0.0.2:80", 2)];
+    let b = start(&[], &cfg, RuntimeState::default());
+    let listed = || b.dp.listed.load(std::sync::atomic::Ordering::SeqCst);
+    let at_start = listed();
+
+    let outcome = b.book.set(rule("10.0.0.3:80", 3)).unwrap();
+    assert_eq!(outcome.applied, [dest("10.0.0.3:80")]);
+    assert_eq!(outcome.unchanged, 2, "the two config rules");
+    // The same rule again changes nothing in the kernel.
+    let outcome = b.book.set(rule("10.0.0.3:80", 3)).unwrap();
+    assert!(outcome.applied.is_empty());
+    assert_eq!(outcome.unchanged, 3);
+    let outcome = b
+        .book
+        .apply(vec![rule("10.0.0.1:80", 10), rule("10.0.0.4:80", 4)])
+        .unwrap();
+    assert_eq!(outcome.applied, [dest("10.0.0.1:80"), dest("10.0.0.4:80")]);
+    assert_eq!(outcome.unchanged, 2);
+    assert!(b.book.delete(&dest("10.0.0.2:80")).unwrap());
+    b.book.revert(&dest("10.0.0.1:80")).unwrap();
+    assert_eq!(
+        kernel(&b.dp),
+        pairs(&[("10.0.0.1:80", 1), ("10.0.0.3:80", 3), ("10.0.0.4:80", 4)])
+    );
+    assert_eq!(listed(), at_start, "no change listed every rule");
+    // The count of rules in force stayed right through all of it.
+    let outcome = b.book.set(rule("10.0.0.5:80", 5)).unwrap();
+    assert_eq!(outcome.unchanged, 3);
+}
+
+#[test]
+fn a_refused_change_leaves_the_layers_as_they_were() {
+    let b = start(&[], &[rule("10.0.0.1:80", 1)], RuntimeState::default());
+    b.book.set(rule("10.0.0.2:80", 2)).unwrap();
+    let (before, saved) = (b.book.list(), b.saved());
+    *b.dp.fail_dest.lock().unwrap() = Some(dest("10.0.0.3:80"));
+    b.book
+        .apply(vec![rule("10.0.0.1:80", 10), rule("10.0.0.3:80", 3)])
+        .unwrap_err();
+    assert_eq!(b.book.list(), before);
+    assert_eq!(b.saved(), saved);
+    // The layers were put back too: reverting 10.0.0.1:80 has nothing to revert, and the next
+    // change counts right.
+    let err = b.book.revert(&dest("10.0.0.1:80")).unwrap_err();
+    assert!(err.to_string().contains("no runtime change"), "{err}");
+    *b.dp.fail_dest.lock().unwrap() = None;
+    let outcome = b.book.set(rule("10.0.0.3:80", 3)).unwrap();
+    assert_eq!(outcome.unchanged, 2);
+}
+
+#[test]
 fn a_state_file_that_cannot_be_written_undoes_the_change() {
     let b = start(&[], &[], RuntimeState::default());
     b.book.set(rule("10.0.0.1:80", 1)).unwrap();
@@ -207,6 +259,7 @@ fn a_state_file_that_cannot_be_written_undoes_the_change() {
     assert!(err.starts_with("cannot write the state file "), "{err}");
     assert!(err.ends_with("; the change was undone"), "{err}");
     assert_eq!(kernel(&b.dp), pairs(&[("10.0.0.1:80", 1)]));
+    assert_eq!(b.book.list()[0].rule, rule("10.0.0.1:80", 1));
 }
 
 #[test]

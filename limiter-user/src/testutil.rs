@@ -20,6 +20,9 @@ pub struct MemoryDataplane {
     pub fail_dest: Mutex<Option<Dest>>,
     /// Shed limits in force, as `set_shed` left them.
     pub sheds: Mutex<BTreeMap<Dest, (u8, u32)>>,
+    /// How many times every rule was listed (`rules`): what a change that should cost only
+    /// what it changes must not do.
+    pub listed: AtomicUsize,
 }
 
 impl MemoryDataplane {
@@ -76,7 +79,11 @@ impl Dataplane for MemoryDataplane {
             .collect())
     }
     fn rules(&self) -> Vec<RuleSpec> {
+        self.listed.fetch_add(1, Ordering::SeqCst);
         self.rules.lock().unwrap().values().cloned().collect()
+    }
+    fn rule_of(&self, dest: &Dest) -> Option<RuleSpec> {
+        self.rules.lock().unwrap().get(dest).cloned()
     }
     fn counters(&self, dest: &Dest) -> anyhow::Result<Option<DestinationStatus>> {
         Ok(self

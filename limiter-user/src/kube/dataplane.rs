@@ -425,6 +425,14 @@ impl Dataplane for ServiceDataplane {
         rules
     }
 
+    fn rule_of(&self, dest: &Dest) -> Option<RuleSpec> {
+        if dest.service().is_some() {
+            return self.lock().services.get(dest).map(|w| w.rule.clone());
+        }
+        // As `rules`: an address a Service rule derived is not a rule of its own.
+        self.inner.rule_of(dest).filter(|r| !r.derived)
+    }
+
     fn adaptive_rules(&self) -> Vec<RuleSpec> {
         self.inner.adaptive_rules()
     }
