@@ -100,19 +100,15 @@ impl Handler {
                 Ok(serde_json::to_value(rule)?)
             }
             Request::Get { destination } => {
-                let wanted = destination.to_string();
-                let statuses = book.dataplane().status()?;
-                let found = statuses.into_iter().find(|d| d.destination == wanted);
-                match found {
-                    Some(mut status) => {
-                        add_sources(std::slice::from_mut(&mut status), &book.sources());
-                        if let Some(o) = &self.overload {
-                            o.annotate(std::slice::from_mut(&mut status));
-                        }
-                        Ok(serde_json::to_value(status)?)
-                    }
-                    None => bail!("no rule for {destination}"),
+                // One destination's counters, not every rule's status (issue #15).
+                let Some(mut status) = book.dataplane().counters(destination)? else {
+                    bail!("no rule for {destination}");
+                };
+                status.source = book.source_of(destination).map(Source::as_str);
+                if let Some(o) = &self.overload {
+                    o.annotate(std::slice::from_mut(&mut status));
                 }
+                Ok(serde_json::to_value(status)?)
             }
             Request::List => {
                 let mut listed = book.list();

@@ -268,6 +268,21 @@ impl RuleBook {
         self.lock().layers.annotate(self.dp.rules())
     }
 
+    /// Where the rule in force for `dest` comes from; None when no layer puts one in force
+    /// (no rule, or an address a Service rule derived).
+    pub fn source_of(&self, dest: &Dest) -> Option<Source> {
+        let inner = self.lock();
+        let layers = &inner.layers;
+        layers.effective_of(dest)?;
+        let from_config =
+            !layers.runtime.rules.contains_key(dest) && layers.config.contains_key(dest);
+        Some(if from_config {
+            Source::Config
+        } else {
+            Source::Runtime
+        })
+    }
+
     /// Sources by destination (for `status` and the metrics).
     pub fn sources(&self) -> BTreeMap<Dest, Source> {
         self.list()

@@ -234,6 +234,17 @@ fn service_name_rule_follows_the_api() {
     assert_eq!(pod2_rule["side"], "server", "pod 2 rule: {pod2_rule}");
     assert_eq!(vip_rule["max_connections"], 2, "{vip_rule}");
     assert_eq!(pod2_rule["max_connections"], 2, "{pod2_rule}");
+    // `get` answers for the Service rule and for an address derived from it as `status` does.
+    let got = daemon.cli_json(&["get", SVC, "-o", "json"]);
+    assert_eq!(got["resolved"], entry["resolved"], "get {SVC}: {got}");
+    assert_eq!(
+        got["service_state"], entry["service_state"],
+        "get {SVC}: {got}"
+    );
+    assert_eq!(got["source"], "runtime", "get {SVC}: {got}");
+    let got = daemon.cli_json(&["get", &backend2.to_string(), "-o", "json"]);
+    assert_eq!(got["service"], SVC, "get {backend2}: {got}");
+    assert_eq!(got["rule"], pod2_rule, "get {backend2}: {got}");
     // The daemon watches (list + watch), with the selectors of one Service.
     assert!(
         api.wait_for_watches(2, PROPAGATION),

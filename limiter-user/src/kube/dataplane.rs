@@ -281,6 +281,29 @@ fn collect_orphans(inner: &dyn Dataplane, shared: &mut Shared) {
     }
 }
 
+/// A Service rule's counters: the sums of its addresses' sides, and their breakers.
+type Totals = (SideStatus, SideStatus, Vec<BreakerStatus>);
+
+/// The `status` entry of the Service rule `dest`, with its addresses' `totals`.
+fn service_entry(dest: &Dest, w: &Watched, totals: Totals) -> DestinationStatus {
+    let (inbound, outbound, breakers) = totals;
+    DestinationStatus {
+        destination: dest.to_string(),
+        inbound,
+        outbound,
+        rule: Some(w.rule.clone()),
+        source: None,
+        seeding: None,
+        overload: Default::default(),
+        service: ServiceStatus {
+            service: None,
+            service_state: Some(w.resolved.state.to_string()),
+            resolved: Some(w.applied.keys().map(Dest::to_string).collect()),
+        },
+        breakers,
+    }
+}
+
 fn sum(total: &mut SideStatus, s: &SideStatus) {
     total.active += s.active;
     total.pending += s.pending;
@@ -374,8 +397,7 @@ impl Dataplane for ServiceDataplane {
     fn status(&self) -> anyhow::Result<Vec<DestinationStatus>> {
         let shared = self.lock();
         let mut out = self.inner.status()?;
-        let mut totals: BTreeMap<&Dest, (SideStatus, SideStatus, Vec<BreakerStatus>)> =
-            BTreeMap::new();
+        let mut totals: BTreeMap<&Dest, Totals> = BTreeMap::new();
         // Derived address (as status prints it) -> its Service rule: one lookup per line.
         let owner: BTreeMap<String, &Dest> = shared
             .services
@@ -393,22 +415,11 @@ impl Dataplane for ServiceDataplane {
             t.2.extend(s.breakers.iter().cloned());
         }
         for (dest, w) in &shared.services {
-            let (inbound, outbound, breakers) = totals.remove(dest).unwrap_or_default();
-            out.push(DestinationStatus {
-                destination: dest.to_string(),
-                inbound,
-                outbound,
-                rule: Some(w.rule.clone()),
-                source: None,
-                seeding: None,
-                overload: Default::default(),
-                service: ServiceStatus {
-                    service: None,
-                    service_state: Some(w.resolved.state.to_string()),
-                    resolved: Some(w.applied.keys().map(Dest::to_string).collect()),
-                },
-                breakers,
-            });
+            out.push(service_entry(
+                dest,
+                w,
+                totals.remove(dest).unwrap_or_default(),
+            ));
         }
         Ok(out)
     }
@@ -438,7 +449,31 @@ impl Dataplane for ServiceDataplane {
     }
 
     fn counters(&self, dest: &Dest) -> anyhow::Result<Option<DestinationStatus>> {
-        self.inner.counters(dest)
+        let shared = self.lock();
+        if dest.service().is_none() {
+            let Some(mut st) = self.inner.counters(dest)? else {
+                return Ok(None);
+            };
+            // An address a Service rule derived names its Service, as in `status`.
+            st.service.service = shared
+                .services
+                .iter()
+                .find(|(_, w)| w.applied.contains_key(dest))
+                .map(|(svc, _)| svc.to_string());
+            return Ok(Some(st));
+        }
+        let Some(w) = shared.services.get(dest) else {
+            return Ok(None);
+        };
+        let mut totals = Totals::default();
+        for d in w.applied.keys() {
+            if let Some(st) = self.inner.counters(d)? {
+                sum(&mut totals.0, &st.inbound);
+                sum(&mut totals.1, &st.outbound);
+                totals.2.extend(st.breakers);
+            }
+        }
+        Ok(Some(service_entry(dest, w, totals)))
     }
 
     fn state_of(&self, dest: &Dest) -> Option<String> {
