@@ -189,9 +189,9 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
 
-    /// Folder of the state file (rules.json: the rules changed at runtime), or `none` to keep
-    /// none, e.g. /var/lib/limiter. [default: the config's `state_dir`, else /var/lib/limiter
-    /// with the default --bpffs, else none]
+    /// Folder of the state file (rules.json and its journal rules.journal: the rules changed at
+    /// runtime), or `none` to keep none, e.g. /var/lib/limiter. [default: the config's `state_dir`,
+    /// else /var/lib/limiter with the default --bpffs, else none]
     #[arg(long, value_name = "DIR|none")]
     pub state_dir: Option<StateDir>,
 

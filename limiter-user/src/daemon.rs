@@ -64,6 +64,9 @@ pub(crate) struct Setup {
     pub config_file: Option<PathBuf>,
     pub config: Config,
     pub settings: Settings,
+    /// The state file and its journal (None: `--state-dir none`), and the runtime layer they
+    /// hold.
+    pub store: Option<crate::journal::Store>,
     pub saved: RuntimeState,
     pub server: Server,
     pub metrics: Option<TcpListener>,
@@ -87,9 +90,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             EnvFilter::try_new(config.daemon.log_level.as_deref().unwrap_or("info"))
         })?,
     };
-    let saved = match &settings.state_file {
-        Some(path) => crate::state::load(path)?,
-        None => RuntimeState::default(),
+    let (store, saved) = match &settings.state_file {
+        Some(path) => {
+            let (store, saved) = crate::journal::Store::open(path)?;
+            (Some(store), saved)
+        }
+        None => (None, RuntimeState::default()),
     };
     init_logging(filter);
     let shutdown = shutdown_signal()?;
@@ -126,6 +132,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         config_file: opts.config,
         config,
         settings,
+        store,
         saved,
         server,
         metrics,
@@ -145,6 +152,7 @@ pub(crate) async fn run_with<D: Maintained>(
         config_file,
         config,
         settings,
+        store,
         saved,
         server,
         metrics,
@@ -156,16 +164,14 @@ pub(crate) async fn run_with<D: Maintained>(
         services,
     ));
     let dp: Arc<dyn Dataplane> = with_services.clone();
-    let state_file = settings.state_file.clone();
     let overload = Arc::new(crate::overload::Overload::new(config.overload.clone()));
     // Rules were validated with the config and the state file; a failure here is the kernel's,
     // and fatal: a daemon that silently runs without a configured limit leaves a service
     // unprotected. Nothing was changed (all or nothing).
-    let (book, outcome) = tokio::task::spawn_blocking(move || {
-        RuleBook::start(dp, config_file, config, state_file, saved)
-    })
-    .await?
-    .context("cannot put the rules in force at start")?;
+    let (book, outcome) =
+        tokio::task::spawn_blocking(move || RuleBook::start(dp, config_file, config, store, saved))
+            .await?
+            .context("cannot put the rules in force at start")?;
     info!(applied = ?outcome.applied, deleted = ?outcome.deleted, unchanged = outcome.unchanged, "rules in force");
     with_services.started();
     let book = Arc::new(book);

@@ -67,7 +67,8 @@ async fn setup(dir: &Path, config: Option<&str>, metrics: bool) -> Setup {
         None => Config::default(),
     };
     let settings = Settings::resolve(&opts, &config.daemon);
-    let saved = crate::state::load(settings.state_file.as_ref().unwrap()).unwrap();
+    let (store, saved) =
+        crate::journal::Store::open(settings.state_file.as_ref().unwrap()).unwrap();
     let metrics = match metrics {
         true => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         false => None,
@@ -78,6 +79,7 @@ async fn setup(dir: &Path, config: Option<&str>, metrics: bool) -> Setup {
         config,
         server: Server::bind(&settings.socket, None).unwrap(),
         settings,
+        store: Some(store),
         saved,
         metrics,
         hangup: None,

@@ -12,6 +12,7 @@ mod dest;
 mod doctor;
 mod event_stream;
 mod handler;
+mod journal;
 mod kube;
 mod layers;
 mod memory;

@@ -17,6 +17,8 @@ pub const CGROUP2_CANDIDATES: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/uni
 pub const STATE_DIR: &str = "/var/lib/limiter";
 /// Name of the state file in the state folder: the rules changed at runtime, as JSON.
 pub const STATE_FILE_NAME: &str = "rules.json";
+/// Beside the state file: the runtime changes made since it was written (journal.rs).
+pub const JOURNAL_FILE_NAME: &str = "rules.journal";
 /// Default address of the Prometheus endpoint (`GET /metrics`), loopback only. 9464 is the
 /// port the OpenTelemetry Prometheus exporter made customary for an agent's own metrics.
 pub const METRICS_ADDR: &str = "127.0.0.1:9464";

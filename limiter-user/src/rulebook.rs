@@ -17,9 +17,10 @@ pub use crate::layers::{Listed, Source};
 use crate::adaptive::SystemRule;
 use crate::config::{Config, ConfigError, DaemonSection};
 use crate::dest::Dest;
+use crate::journal::Store;
 use crate::layers::{Layers, by_dest};
 use crate::model::{Dataplane, RuleSpec};
-use crate::state::{self, RuntimeState};
+use crate::state::RuntimeState;
 use crate::txn::{self, CommitError};
 use crate::validate::RuleError;
 
@@ -92,6 +93,8 @@ struct Inner {
     /// restart).
     config_overload: limiter_overload::OverloadConfig,
     reloads: ReloadStats,
+    /// The state file and its journal (None: `--state-dir none`).
+    store: Option<Store>,
     /// How many rules the layers put in force (kept, so that a `set` need not count them).
     in_force: usize,
 }
@@ -111,9 +114,10 @@ impl RuleBook {
         dp: Arc<dyn Dataplane>,
         config_file: Option<PathBuf>,
         config: Config,
-        state_file: Option<PathBuf>,
+        store: Option<Store>,
         saved: RuntimeState,
     ) -> Result<(RuleBook, Outcome), BookError> {
+        let state_file = store.as_ref().map(|s| s.path().to_owned());
         let book = RuleBook {
             dp,
             inner: Mutex::new(Inner {
@@ -125,6 +129,7 @@ impl RuleBook {
                 config_system: config.system,
                 config_overload: config.overload.clone(),
                 reloads: ReloadStats::default(),
+                store,
                 in_force: 0,
             }),
             config_file,
@@ -137,6 +142,18 @@ impl RuleBook {
         new.adopt(txn::current(&*book.dp));
         new.prune();
         let outcome = book.commit(&mut book.lock(), new)?;
+        {
+            // Fold the journal into the state file once per start.
+            let inner = &mut *book.lock();
+            if let Some(store) = &mut inner.store
+                && store.has_journal()
+                && let Err(e) = store.save(&inner.layers.runtime)
+            {
+                // The journal still holds the changes: nothing is lost.
+                let e = anyhow::Error::from(e);
+                tracing::warn!("cannot fold the journal into the state file: {e:#}");
+            }
+        }
         Ok((book, outcome))
     }
 
@@ -310,8 +327,8 @@ impl RuleBook {
         let in_force = desired.len();
         let done = txn::execute(&*self.dp, changes)?;
         if new.runtime != inner.layers.runtime
-            && let Some(path) = &self.state_file
-            && let Err(e) = state::save(path, &new.runtime)
+            && let Some(store) = &mut inner.store
+            && let Err(e) = store.save(&new.runtime)
         {
             let failures = txn::rollback(&*self.dp, &done);
             let mut message = format!("{:#}", anyhow::Error::from(e));
@@ -357,16 +374,15 @@ impl RuleBook {
             }
         };
         let (mut deletions, mut upserts) = (Vec::new(), Vec::new());
-        for dest in touched {
-            let (now, after) = (self.dp.rule_of(&dest), inner.layers.effective_of(&dest));
+        for dest in &touched {
+            let (now, after) = (self.dp.rule_of(dest), inner.layers.effective_of(dest));
             if now.as_ref() == after {
                 continue;
             }
-            let after = after.cloned();
             let change = txn::Change {
-                dest,
+                dest: dest.clone(),
                 before: now,
-                after,
+                after: after.cloned(),
             };
             match change.after {
                 Some(_) => upserts.push(change),
@@ -383,10 +399,11 @@ impl RuleBook {
             }
         };
         let runtime = &inner.layers.runtime;
-        let changed = runtime.system != system_before || before.iter().any(|b| b.changed(runtime));
+        let system_changed = runtime.system != system_before;
+        let changed = system_changed || before.iter().any(|b| b.changed(runtime));
         if changed
-            && let Some(path) = &self.state_file
-            && let Err(e) = state::save(path, runtime)
+            && let Some(store) = &mut inner.store
+            && let Err(e) = store.record(runtime, &touched, system_changed)
         {
             let failures = txn::rollback(&*self.dp, &done);
             restore(&mut inner.layers.runtime, before);

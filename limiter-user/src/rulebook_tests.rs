@@ -44,7 +44,7 @@ impl Book {
         self.dir.0.join("state/rules.json")
     }
     fn saved(&self) -> RuntimeState {
-        state::load(&self.state_file()).unwrap()
+        crate::journal::Store::open(&self.state_file()).unwrap().1
     }
 }
 
@@ -58,7 +58,7 @@ fn start(pinned: &[RuleSpec], cfg: &[RuleSpec], saved: RuntimeState) -> Book {
         dp.clone(),
         Some(config_file),
         config(cfg),
-        Some(state_file),
+        Some(crate::journal::Store::open(&state_file).unwrap().0),
         saved,
     )
     .unwrap();

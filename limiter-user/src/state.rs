@@ -1,10 +1,12 @@
 //! The state file: the durable record of the rules changed at runtime (`limiter set`,
-//! `delete`, `apply`), `<state dir>/rules.json`.
+//! `delete`, `apply`), `<state dir>/rules.json`, with the changes since it was written in its
+//! journal (`rules.journal`, [`crate::journal`]).
 //!
 //! The kernel's pinned rules map is what enforces, and it survives a daemon restart; the state
-//! file is what survives the pins (a reboot, `limiter daemon --cleanup`). It is rewritten after
-//! every runtime change, atomically: a temporary file in the same folder, fsync, rename, fsync of
-//! the folder, so a crash leaves either the old file or the new one, never half of one. A file
+//! file is what survives the pins (a reboot, `limiter daemon --cleanup`). It is rewritten at a
+//! start and whenever the journal has grown as long as the state, atomically: a temporary file
+//! in the same folder, fsync, rename, fsync of the folder, so a crash leaves either the old
+//! file or the new one, never half of one. A file
 //! that cannot be read back stops the daemon with its name: silently dropping runtime rules
 //! would lift limits nobody asked to lift.
 
@@ -74,11 +76,12 @@ pub fn file_in(dir: &Path) -> PathBuf {
     dir.join(crate::paths::STATE_FILE_NAME)
 }
 
-/// Reads the state file; a missing file is an empty state (the first start).
-pub fn load(path: &Path) -> Result<RuntimeState, StateError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RuntimeState::default()),
+/// Reads the state file alone (its journal is [`crate::journal`]'s), with the CRC-32 of its
+/// bytes; None if there is none (the first start).
+pub fn read(path: &Path) -> Result<Option<(RuntimeState, u32)>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(StateError::Read {
                 path: path.to_owned(),
@@ -86,7 +89,12 @@ pub fn load(path: &Path) -> Result<RuntimeState, StateError> {
             });
         }
     };
-    parse(path, &text)
+    let text = String::from_utf8(bytes).map_err(|e| StateError::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let crc = crc32fast::hash(text.as_bytes());
+    Ok(Some((parse(path, &text)?, crc)))
 }
 
 /// Parses and checks the text of a state file; `path` only names it in errors.
@@ -127,8 +135,8 @@ pub fn parse(path: &Path, text: &str) -> Result<RuntimeState, StateError> {
 }
 
 /// Writes `state` to `path` atomically (temporary file, fsync, rename, fsync of the folder),
-/// mode 0600, creating the folder if needed.
-pub fn save(path: &Path, state: &RuntimeState) -> Result<(), StateError> {
+/// mode 0600, creating the folder if needed. Returns the CRC-32 of what it wrote.
+pub fn save(path: &Path, state: &RuntimeState) -> Result<u32, StateError> {
     let write_error = |source| StateError::Write {
         path: path.to_owned(),
         source,
@@ -165,7 +173,8 @@ pub fn save(path: &Path, state: &RuntimeState) -> Result<(), StateError> {
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
-    written.map_err(write_error)
+    written.map_err(write_error)?;
+    Ok(crc32fast::hash(&text))
 }
 
 #[cfg(test)]

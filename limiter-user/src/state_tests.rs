@@ -5,6 +5,11 @@ use serde_json::json;
 use super::*;
 use crate::testutil::TempDir;
 
+/// The state file alone, as the daemon's start reads it before its journal.
+fn load(path: &Path) -> Result<RuntimeState, StateError> {
+    Ok(read(path)?.map(|(state, _)| state).unwrap_or_default())
+}
+
 fn rule(dest: &str, max: u32) -> RuleSpec {
     serde_json::from_value(json!({"destination": dest, "max_connections": max})).unwrap()
 }

@@ -508,6 +508,11 @@ fn a_restarted_daemon_keeps_the_runtime_rules() {
         );
         let meta = std::fs::metadata(state.join("rules.json")).expect("the state file is written");
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // The changes after the first are lines of its journal, replayed by the next start.
+        let journal = std::fs::read_to_string(state.join("rules.journal")).expect("a journal");
+        assert_eq!(journal.lines().count(), 2, "{journal}");
+        let meta = std::fs::metadata(state.join("rules.journal")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     } // SIGTERM; the daemon's private bpffs goes with it: no pins left, as after a reboot.
 
     let daemon = Daemon::start_with(&args);
@@ -533,6 +538,13 @@ fn a_restarted_daemon_keeps_the_runtime_rules() {
     // And `revert` gives the deleted config rule back, persistently.
     daemon.cli_ok(&["revert", &b_s]);
     assert_eq!(listed(&daemon)[1], rule(&b_s, 4, "config"));
+    drop(daemon);
+    let daemon = Daemon::start_with(&args);
+    assert_eq!(listed(&daemon)[1], rule(&b_s, 4, "config"));
+    let deletions = &daemon.status_json()["daemon"]["runtime_deletions"];
+    assert_eq!(deletions, &json!([]));
+    // Each start folds the journal into the state file.
+    assert!(!state.join("rules.journal").exists());
     let saved: Value =
         serde_json::from_slice(&std::fs::read(state.join("rules.json")).unwrap()).unwrap();
     assert_eq!(saved["deleted"], json!([]), "{saved}");
