@@ -30,8 +30,13 @@ pub enum Request {
     Set { rule: RuleSpec },
     /// Answers with the `DestinationStatus` of one destination that has a rule.
     Get { destination: Dest },
-    /// Answers with every rule, as an array of `RuleSpec`, sorted by destination.
-    List,
+    /// Answers with every rule, as an array of `RuleSpec`, sorted by destination; with
+    /// `with_deletions`, `{"rules": [...], "runtime_deletions": [RULE...]}` (the config rules
+    /// deleted at runtime, which the table mentions), so `limiter list` takes one request.
+    List {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        with_deletions: bool,
+    },
     /// Removes a rule. Answers with `{"deleted": DEST}`.
     Delete { destination: Dest },
     /// Answers with `{"destinations": [DestinationStatus...], "daemon": {...}}`.
@@ -134,11 +139,17 @@ impl Response {
 
     /// The data of a successful answer, or the daemon's error message as an error.
     pub fn into_result(self) -> anyhow::Result<serde_json::Value> {
+        let raw = self.into_raw()?;
+        Ok(serde_json::from_str(raw.get())?)
+    }
+
+    /// The answer's data as the daemon wrote it, for a caller that reads it into its own types
+    /// (the `status` table of many destinations, without a `Value` tree in between).
+    pub fn into_raw(self) -> anyhow::Result<Box<serde_json::value::RawValue>> {
         match (self.ok, self.error) {
-            (true, _) => match self.data {
-                Some(raw) => Ok(serde_json::from_str(raw.get())?),
-                None => Ok(serde_json::Value::Null),
-            },
+            (true, _) => Ok(self
+                .data
+                .unwrap_or_else(|| serde_json::value::to_raw_value(&()).unwrap_or_default())),
             (false, Some(error)) => Err(anyhow::anyhow!(error)),
             (false, None) => Err(anyhow::anyhow!(
                 "the daemon refused the request without a reason"
@@ -171,7 +182,18 @@ mod tests {
                 },
                 json!({"op": "get", "destination": "[fd00::2]:80"}),
             ),
-            (Request::List, json!({"op": "list"})),
+            (
+                Request::List {
+                    with_deletions: false,
+                },
+                json!({"op": "list"}),
+            ),
+            (
+                Request::List {
+                    with_deletions: true,
+                },
+                json!({"op": "list", "with_deletions": true}),
+            ),
             (
                 Request::Delete {
                     destination: "10.0.0.0/24:80".parse().unwrap(),

@@ -195,6 +195,17 @@ async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, 
 /// Sends one request to the daemon at `socket` and returns the `data` of its answer; the
 /// daemon's refusal becomes the error.
 pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Value> {
+    request_raw(socket, req)?
+        .get()
+        .parse::<Value>()
+        .map_err(anyhow::Error::from)
+}
+
+/// As [`request`], the answer's data left as the daemon's text.
+pub fn request_raw(
+    socket: &Path,
+    req: &Request,
+) -> anyhow::Result<Box<serde_json::value::RawValue>> {
     let shown = socket.display();
     let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         let hint = if e.kind() == ErrorKind::PermissionDenied {
@@ -232,7 +243,7 @@ pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Value> {
     }
     let response: Response = serde_json::from_slice(&answer)
         .with_context(|| format!("the answer of the limiter daemon at {shown} is not valid"))?;
-    response.into_result()
+    response.into_raw()
 }
 
 #[cfg(test)]

@@ -92,7 +92,14 @@ async fn set_get_list_delete_status_round_trip() {
     )
     .await
     .unwrap();
-    let list = call(&d.socket, Request::List).await.unwrap();
+    let list = call(
+        &d.socket,
+        Request::List {
+            with_deletions: false,
+        },
+    )
+    .await
+    .unwrap();
     let dests: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -268,7 +275,14 @@ async fn apply_list_revert_and_sources_over_the_socket() {
         answer,
         json!({"applied": ["10.0.0.1:80", "10.0.0.2:80"], "deleted": [], "unchanged": 0})
     );
-    let list = call(&d.socket, Request::List).await.unwrap();
+    let list = call(
+        &d.socket,
+        Request::List {
+            with_deletions: false,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(list[0]["source"], "runtime");
     assert_eq!(list[0]["max_connections"], 3);
     assert!(list[0].get("config_rule").is_none(), "{list}");

@@ -227,7 +227,14 @@ async fn runtime_rules_come_back_from_the_state_file_and_reload_keeps_them() {
     let daemon = tokio::spawn(run_with(dp.clone(), setup, async {
         let _ = stopped.await;
     }));
-    let list = call(&socket, Request::List).await.unwrap();
+    let list = call(
+        &socket,
+        Request::List {
+            with_deletions: false,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         list[0]["max_connections"], 9,
         "runtime wins over config: {list}"

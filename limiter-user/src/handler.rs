@@ -110,10 +110,16 @@ impl Handler {
                 }
                 Ok(serde_json::to_value(status)?)
             }
-            Request::List => {
+            Request::List { with_deletions } => {
                 let mut listed = book.list();
                 for entry in &mut listed {
                     entry.state = book.dataplane().state_of(&entry.rule.destination);
+                }
+                if *with_deletions {
+                    return Ok(json!({
+                        "rules": listed,
+                        "runtime_deletions": book.runtime_deletions(),
+                    }));
                 }
                 Ok(serde_json::to_value(listed)?)
             }

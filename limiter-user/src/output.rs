@@ -176,9 +176,9 @@ pub(crate) fn render(t: &Table) -> String {
 
 pub(crate) const NO_RULES: &str = "no rules (add one with `limiter set DEST --max-connections N`)";
 
-/// `limiter status` as a table.
-pub fn status_table(doc: &Value) -> anyhow::Result<String> {
-    let view = StatusView::deserialize(doc)?;
+/// `limiter status` as a table, from the JSON text of the `status` document.
+pub fn status_table(doc: &str) -> anyhow::Result<String> {
+    let view: StatusView = serde_json::from_str(doc)?;
     if view.destinations.is_empty() {
         return Ok(NO_RULES.into());
     }

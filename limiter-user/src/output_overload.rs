@@ -56,8 +56,8 @@ fn node_line(n: &NodeView) -> String {
 }
 
 /// The lines appended to the status table: the adaptive destinations' check, then the node.
-pub fn overload_section(doc: &Value) -> anyhow::Result<String> {
-    let view = StatusView::deserialize(doc)?;
+pub fn overload_section(doc: &str) -> anyhow::Result<String> {
+    let view: StatusView = serde_json::from_str(doc)?;
     let adaptive: Vec<&AdaptiveView> = view
         .destinations
         .iter()
@@ -152,7 +152,7 @@ mod tests {
             ],
             "node": {"cpu": 0.5, "load1": 1.25, "overloaded": false}
         });
-        let text = overload_section(&doc).unwrap();
+        let text = overload_section(&doc.to_string()).unwrap();
         assert!(text.contains("10.0.0.2:80"), "{text}");
         assert!(
             !text.contains("10.0.0.3:80"),

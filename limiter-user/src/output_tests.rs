@@ -134,7 +134,7 @@ fn rule_summaries_read_like_the_flags() {
 #[test]
 fn status_table_is_aligned() {
     let doc = status_document(&[status()], json!({}));
-    let out = status_table(&doc).unwrap();
+    let out = status_table(&doc.to_string()).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with("DESTINATION     RULE"), "{out}");
@@ -147,7 +147,7 @@ fn status_table_is_aligned() {
         lines[1].ends_with(" 5   limit 4         -"),
         "overflow is in+out, refusals by reason, no breaker: {out}"
     );
-    let empty = status_table(&status_document(&[], json!({}))).unwrap();
+    let empty = status_table(&status_document(&[], json!({})).to_string()).unwrap();
     assert!(empty.starts_with("no rules"), "{empty}");
 }
 
@@ -157,13 +157,13 @@ fn status_table_marks_rules_seeded_on_the_next_packet() {
         seeding: Some("exact"),
         ..status()
     };
-    let out = status_table(&status_document(&[exact], json!({}))).unwrap();
+    let out = status_table(&status_document(&[exact], json!({})).to_string()).unwrap();
     assert!(!out.contains('*'), "{out}");
     let degraded = DestinationStatus {
         seeding: Some("next_packet"),
         ..status()
     };
-    let out = status_table(&status_document(&[degraded], json!({}))).unwrap();
+    let out = status_table(&status_document(&[degraded], json!({})).to_string()).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[1].starts_with("10.0.0.2:8080 *"), "{out}");
     assert!(
@@ -252,10 +252,10 @@ fn a_breaker_shows_in_the_rule_and_its_own_column() {
         ..Default::default()
     };
     st.breakers = vec![one("open")];
-    let out = status_table(&status_document(&[st.clone()], json!({}))).unwrap();
+    let out = status_table(&status_document(&[st.clone()], json!({})).to_string()).unwrap();
     assert!(out.lines().nth(1).unwrap().ends_with("   open"), "{out}");
     st.breakers = vec![one("closed"), one("half_open"), one("closed")];
-    let out = status_table(&status_document(&[st], json!({}))).unwrap();
+    let out = status_table(&status_document(&[st], json!({})).to_string()).unwrap();
     assert!(
         out.lines().nth(1).unwrap().ends_with("   1/3 open"),
         "{out}"
