@@ -201,21 +201,29 @@ pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Value> {
         .map_err(anyhow::Error::from)
 }
 
-/// As [`request`], the answer's data left as the daemon's text.
-pub fn request_raw(
-    socket: &Path,
-    req: &Request,
-) -> anyhow::Result<Box<serde_json::value::RawValue>> {
-    let shown = socket.display();
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+/// The CLI's connection to the daemon's socket; the one place that says why it failed.
+pub fn connect(socket: &Path) -> anyhow::Result<std::os::unix::net::UnixStream> {
+    std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         let hint = if e.kind() == ErrorKind::PermissionDenied {
             "the socket is root only (mode 0600, or 0660 for the daemon's --socket-group): run as \
              root or as a member of that group"
         } else {
             "is `limiter daemon` running? set --socket or LIMITER_SOCKET"
         };
-        anyhow::anyhow!("cannot reach the limiter daemon at {shown}: {e} ({hint})")
-    })?;
+        anyhow::anyhow!(
+            "cannot reach the limiter daemon at {}: {e} ({hint})",
+            socket.display()
+        )
+    })
+}
+
+/// As [`request`], the answer's data left as the daemon's text.
+pub fn request_raw(
+    socket: &Path,
+    req: &Request,
+) -> anyhow::Result<Box<serde_json::value::RawValue>> {
+    let shown = socket.display();
+    let mut stream = connect(socket)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let timed_out =

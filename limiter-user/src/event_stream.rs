@@ -81,9 +81,7 @@ pub fn follow(
     mut on_line: impl FnMut(&Value) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let shown = socket.display();
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
-        format!("cannot reach the limiter daemon at {shown} (is `limiter daemon` running? set --socket or LIMITER_SOCKET)")
-    })?;
+    let mut stream = crate::control::connect(socket)?;
     let mut request = serde_json::to_vec(&Request::Events { follow: true })?;
     request.push(b'\n');
     stream.write_all(&request)?;
