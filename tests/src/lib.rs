@@ -5,6 +5,7 @@
 //! that keep their sockets in the test process ([`Pod::connect_all`], [`HoldServer`]), and a
 //! [`Daemon`] with a private control socket and a private bpffs mount. See `tests/README.md`.
 
+pub mod bpf;
 pub mod bpffs;
 pub mod breaker;
 pub mod cgroup;

@@ -110,6 +110,20 @@ fn test(args: &TestArgs) -> Result<()> {
         }
         bail!("integration tests not run: not root");
     }
+    // The verdict tests first (seconds, no network): a program that decides wrongly is named
+    // before the namespace tests start. They run again in the whole suite below.
+    run(cargo()
+        .args([
+            "test",
+            "-p",
+            "limiter-integration-tests",
+            "--test",
+            "verdicts",
+        ])
+        .args(profile)
+        .args(["--", "--test-threads=1"])
+        .args(&args.test_args)
+        .env("LIMITER_BIN", &bin))?;
     // One at a time: the tests share the node's cgroups, bpffs and iptables.
     run(cargo()
         .args(["test", "-p", "limiter-integration-tests"])

@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use limiter_integration_tests::{BpffsMount, wait_until};
 use serde_json::{Value, json};
 
-use super::bpf;
+use limiter_integration_tests::bpf;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const LOG_LINES: usize = 50;
@@ -38,7 +38,7 @@ pub struct BenchDaemon {
     /// Ids of the links it pinned, checked gone after stop.
     links: Vec<u32>,
     bpffs: Option<BpffsMount>,
-    /// How long the last start took until `status` answered.
+    /// How long the last start took until the daemon answered a request.
     pub started_in: Duration,
 }
 
@@ -74,6 +74,9 @@ impl BenchDaemon {
             .arg(&self.socket)
             .arg("--bpffs")
             .arg(self.dir.join("bpffs"))
+            // A state file, as a node daemon keeps: every change writes it, every start reads it.
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
             .env_remove("LIMITER_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -98,7 +101,9 @@ impl BenchDaemon {
         self.child = Some(child);
         let deadline = start + READY_TIMEOUT;
         loop {
-            let last = match self.request(&json!({"op": "status"})) {
+            // A request that costs the same at any rule count (`limiter system get`), so the
+            // time is the start's, not an answer's.
+            let last = match self.request(&json!({"op": "system"})) {
                 Ok(_) => break,
                 Err(e) => format!("{e:#}"),
             };
@@ -144,16 +149,22 @@ impl BenchDaemon {
 
     /// One request on the control socket (one line of JSON each way); the answer's `data`.
     pub fn request(&self, req: &Value) -> Result<Value> {
-        let mut s = UnixStream::connect(&self.socket)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        s.write_all(format!("{req}\n").as_bytes())?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer)?;
+        let answer = self.request_text(req)?;
         let answer: Value = serde_json::from_str(&answer).context("daemon answer")?;
         if answer["ok"] != json!(true) {
             bail!("daemon refused {req}: {}", answer["error"]);
         }
         Ok(answer["data"].clone())
+    }
+
+    /// The answer line to `req` as the daemon wrote it, unparsed (to time the daemon alone).
+    pub fn request_text(&self, req: &Value) -> Result<String> {
+        let mut s = UnixStream::connect(&self.socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.write_all(format!("{req}\n").as_bytes())?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
     }
 
     /// `limiter set DEST --max-connections MAX --side SIDE --mode MODE`.

@@ -10,7 +10,8 @@ use anyhow::{Context as _, Result, ensure};
 use super::plot::{Kind, Plot};
 use super::report::{Section, Table, Target};
 use super::world::{CLIENT, SERVER, World, addr4};
-use super::{Carry, Plan, bpf, stats};
+use super::{Carry, Plan, stats};
+use limiter_integration_tests::bpf;
 
 const SK_PASS: u32 = 1;
 const SK_DROP: u32 = 0;

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use super::bpf;
+use limiter_integration_tests::bpf;
 
 pub struct Machine {
     pub cpu: String,

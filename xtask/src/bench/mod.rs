@@ -6,7 +6,6 @@
 
 mod accepted;
 mod accuracy;
-mod bpf;
 mod breaker;
 mod contender;
 mod cost;
@@ -29,6 +28,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use limiter_integration_tests::bpf;
 
 use report::Section;
 use world::World;

@@ -17,7 +17,8 @@ use serde_json::json;
 use super::net::{self, Pace};
 use super::report::Section;
 use super::world::{CLIENT, Contender, SERVER, World, deep, iptables_match, nft_rule};
-use super::{Carry, Plan, bpf};
+use super::{Carry, Plan};
+use limiter_integration_tests::bpf;
 
 mod report;
 

@@ -1,5 +1,6 @@
-//! The few bpf(2) commands the benchmark needs: open a pinned link, find its program, run that
-//! program on crafted input (BPF_PROG_TEST_RUN), and tell whether a link still exists.
+//! The few bpf(2) commands the verdict tests and the benchmark need: open a pinned link, find
+//! its program, run that program on crafted input (BPF_PROG_TEST_RUN), and tell whether a link
+//! still exists.
 //!
 //! The bpf(2) call itself is limiter-common's `sys` shim, which the daemon uses too.
 
@@ -112,12 +113,37 @@ pub fn test_run(prog: &OwnedFd, data: &[u8], ctx: &[u8], repeat: u32) -> io::Res
 /// `struct bpf_sk_lookup` as BPF_PROG_TEST_RUN takes it: a TCP/IPv4 SYN from `remote` to
 /// `local`, addresses in network order, remote port big-endian, local port host order.
 pub fn sk_lookup_ctx(remote: std::net::SocketAddrV4, local: std::net::SocketAddrV4) -> [u8; 72] {
+    sk_lookup(remote.into(), local.into(), libc::IPPROTO_TCP)
+}
+
+/// `struct bpf_sk_lookup` for a packet of `protocol` (IPPROTO_TCP, IPPROTO_UDP) from `remote`
+/// to `local`, IPv4 or IPv6 (both of one family).
+pub fn sk_lookup(
+    remote: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    protocol: i32,
+) -> [u8; 72] {
+    use std::net::SocketAddr::{V4, V6};
     let mut c = [0u8; 72];
-    c[8..12].copy_from_slice(&(libc::AF_INET as u32).to_ne_bytes()); // family
-    c[12..16].copy_from_slice(&(libc::IPPROTO_TCP as u32).to_ne_bytes()); // protocol
-    c[16..20].copy_from_slice(&remote.ip().octets()); // remote_ip4
+    let family = if remote.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    c[8..12].copy_from_slice(&(family as u32).to_ne_bytes());
+    c[12..16].copy_from_slice(&(protocol as u32).to_ne_bytes());
+    match (remote, local) {
+        (V4(r), V4(l)) => {
+            c[16..20].copy_from_slice(&r.ip().octets()); // remote_ip4
+            c[40..44].copy_from_slice(&l.ip().octets()); // local_ip4
+        }
+        (V6(r), V6(l)) => {
+            c[20..36].copy_from_slice(&r.ip().octets()); // remote_ip6
+            c[44..60].copy_from_slice(&l.ip().octets()); // local_ip6
+        }
+        _ => panic!("sk_lookup context of mixed families: {remote} -> {local}"),
+    }
     c[36..38].copy_from_slice(&remote.port().to_be_bytes()); // remote_port (__be16)
-    c[40..44].copy_from_slice(&local.ip().octets()); // local_ip4
     c[60..64].copy_from_slice(&u32::from(local.port()).to_ne_bytes()); // local_port
     c
 }
@@ -157,6 +183,15 @@ mod tests {
         assert_eq!(&c[16..20], &[10, 250, 1, 2]);
         assert_eq!(&c[36..38], &40000u16.to_be_bytes());
         assert_eq!(get_u32(&c, 60), 8105);
+        let c6 = sk_lookup(
+            "[2001:db8::1]:40000".parse().unwrap(),
+            "[2001:db8::2]:8105".parse().unwrap(),
+            libc::IPPROTO_UDP,
+        );
+        assert_eq!(get_u32(&c6, 8), libc::AF_INET6 as u32);
+        assert_eq!(get_u32(&c6, 12), libc::IPPROTO_UDP as u32);
+        assert_eq!(c6[20], 0x20);
+        assert_eq!(c6[59], 2);
         let f = syn_frame(r, l);
         assert_eq!(f.len(), 54);
         assert_eq!(&f[34 + 2..34 + 4], &8105u16.to_be_bytes());
