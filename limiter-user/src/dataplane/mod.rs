@@ -99,6 +99,8 @@ fn spawn_kernel_log<T: log::Log + Send + 'static>(
     Ok(())
 }
 
+/// Takes the map `name` out of the loaded object as a `T`, with an error that names it (every
+/// table of the dataplane is opened this way).
 fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &str,
@@ -304,10 +306,11 @@ impl EbpfDataplane {
         spawn_kernel_log(kernel_log)?;
         sys::write_u32_array(&maps_dir.join("LAYOUT"), 0, MAP_LAYOUT_VERSION)
             .context("record the map layout version")?;
+        let tables = tables::Tables::open(&mut ebpf)?;
+        let pinned = tables.existing()?;
         // The new programs skip hooks by RULE_KINDS from their first packet: it must name the
         // kinds of the rules already pinned before they are attached.
-        let pinned_kinds = tables::kinds_in(&ebpf)?;
-        sys::write_u32_array(&maps_dir.join("RULE_KINDS"), 0, pinned_kinds)
+        sys::write_u32_array(&maps_dir.join("RULE_KINDS"), 0, pinned.kinds)
             .context("write the rule kinds switch")?;
         programs::attach_cgroup(&mut ebpf, &cgroup, &links_dir).with_context(|| {
             format!(
@@ -317,18 +320,19 @@ impl EbpfDataplane {
         })?;
         let namespaces = programs::sync_lookup(&mut ebpf, &links_dir, true)?;
         let translated_first = check_neighbours(&mut ebpf, &cgroup, &links_dir)?;
-        let tables = tables::Tables::open(&mut ebpf)?;
         let aliases = aliases::Aliases::open(take_map(&mut ebpf, "ALIASES")?)?;
         let events = events::EventFeed::start(
             take_map(&mut ebpf, "EVENTS")?,
             take_map(&mut ebpf, "EVENT_STATS")?,
         )?;
         let breakers = breakers::Breakers::open(&mut ebpf)?;
-        let mut rules = tables.existing()?;
-        for (id, rule) in rules.values_mut() {
-            rule.breaker = breakers
-                .policy(*id)
-                .map(|p| Box::new(crate::breaker::Breaker::from_config(&p)));
+        let mut rules = pinned.rules;
+        for dest in &pinned.with_breaker {
+            if let Some((id, rule)) = rules.get_mut(dest) {
+                rule.breaker = breakers
+                    .policy(*id)
+                    .map(|p| Box::new(crate::breaker::Breaker::from_config(&p)));
+            }
         }
         let mut kinds = kinds::Kinds::new(&maps_dir);
         for (id, rule) in rules.values() {

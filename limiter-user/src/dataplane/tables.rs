@@ -52,16 +52,6 @@ pub(super) fn with_retry<T>(
     }
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> anyhow::Result<T> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
-    T::try_from(map).with_context(|| format!("map {name} has an unexpected type or layout"))
-}
-
 /// The kernel form of a rule.
 pub fn to_config(id: u64, rule: &RuleSpec) -> RuleConfig {
     let mut flags = match rule.side {
@@ -129,19 +119,14 @@ pub fn from_config(dest: Dest, cfg: &RuleConfig) -> RuleSpec {
     }
 }
 
-/// The rule kinds (limiter_common::rule_kinds) of the rules pinned in `ebpf`'s RULES map.
-pub fn kinds_in(ebpf: &Ebpf) -> anyhow::Result<u32> {
-    let map = ebpf
-        .map("RULES")
-        .ok_or_else(|| anyhow!("map RULES missing from the object"))?;
-    let rules: LpmTrie<&MapData, DestAddr, RuleConfig> =
-        LpmTrie::try_from(map).context("map RULES has an unexpected type")?;
-    let mut kinds = 0;
-    for entry in rules.iter() {
-        let (_, cfg) = entry.context("read the rules map")?;
-        kinds |= cfg.kinds();
-    }
-    Ok(kinds)
+/// The rules a previous daemon pinned, read in one pass over the trie.
+pub struct Pinned {
+    /// By destination, with their ids.
+    pub rules: BTreeMap<Dest, (u64, RuleSpec)>,
+    /// The [`limiter_common::rule_kinds`] they need, for RULE_KINDS before the programs attach.
+    pub kinds: u32,
+    /// Those with a breaker, whose policy is in BREAKER_RULES.
+    pub with_breaker: Vec<Dest>,
 }
 
 /// The LPM key of an address destination; a Service must have been resolved before.
@@ -153,24 +138,35 @@ fn kernel_key(dest: &Dest) -> anyhow::Result<(u32, DestAddr)> {
 impl Tables {
     pub fn open(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         Ok(Self {
-            rules: take(ebpf, "RULES")?,
-            state: take(ebpf, "RULE_STATE")?,
-            stats: take(ebpf, "RULE_STATS")?,
-            seed: take(ebpf, "SEED")?,
-            adopt_gen: take(ebpf, "ADOPT_GEN")?,
-            shed: take(ebpf, "SHED")?,
+            rules: super::take_map(ebpf, "RULES")?,
+            state: super::take_map(ebpf, "RULE_STATE")?,
+            stats: super::take_map(ebpf, "RULE_STATS")?,
+            seed: super::take_map(ebpf, "SEED")?,
+            adopt_gen: super::take_map(ebpf, "ADOPT_GEN")?,
+            shed: super::take_map(ebpf, "SHED")?,
         })
     }
 
-    /// Rules already in the (pinned) trie, by destination, with their ids.
-    pub fn existing(&self) -> anyhow::Result<BTreeMap<Dest, (u64, RuleSpec)>> {
-        let mut out = BTreeMap::new();
+    /// Rules already in the (pinned) trie: one pass, which at 100 000 rules is most of what a
+    /// restart costs.
+    pub fn existing(&self) -> anyhow::Result<Pinned> {
+        let mut pinned = Pinned {
+            rules: BTreeMap::new(),
+            kinds: 0,
+            with_breaker: Vec::new(),
+        };
         for entry in self.rules.iter() {
             let (key, cfg) = entry.context("read the rules map")?;
             let dest = Dest::from_lpm_key(key.prefix_len(), &key.data());
-            out.insert(dest.clone(), (cfg.id, from_config(dest, &cfg)));
+            pinned.kinds |= cfg.kinds();
+            if cfg.flags & limiter_common::rule_flags::BREAKER != 0 {
+                pinned.with_breaker.push(dest.clone());
+            }
+            pinned
+                .rules
+                .insert(dest.clone(), (cfg.id, from_config(dest, &cfg)));
         }
-        Ok(out)
+        Ok(pinned)
     }
 
     /// Creates the counters of a new rule (zeroed).
