@@ -8,7 +8,7 @@ use serde_json::json;
 use super::*;
 use crate::dest::Dest;
 use crate::model::{Dataplane, RuleSpec};
-use crate::testutil::{MemoryDataplane, TempDir, book};
+use crate::testutil::{MemoryDataplane, TempDir, book, call};
 
 struct Running {
     socket: PathBuf,
@@ -39,13 +39,6 @@ fn start() -> Running {
         served,
         _dir: dir,
     }
-}
-
-async fn call(socket: &Path, req: Request) -> anyhow::Result<Value> {
-    let socket = socket.to_owned();
-    tokio::task::spawn_blocking(move || request(&socket, &req))
-        .await
-        .unwrap()
 }
 
 /// Sends raw bytes and returns the raw answer line.

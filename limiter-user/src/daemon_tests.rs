@@ -5,7 +5,7 @@ use super::*;
 use crate::api::Request;
 use crate::model::RuleSpec;
 use crate::settings::{Options, StateDir};
-use crate::testutil::{MemoryDataplane, TempDir};
+use crate::testutil::{MemoryDataplane, TempDir, call};
 
 /// The in-memory dataplane, counting maintenance calls.
 #[derive(Default)]
@@ -84,13 +84,6 @@ async fn setup(dir: &Path, config: Option<&str>, metrics: bool) -> Setup {
         metrics,
         hangup: None,
     }
-}
-
-async fn call(socket: &Path, req: Request) -> anyhow::Result<Value> {
-    let socket = socket.to_owned();
-    tokio::task::spawn_blocking(move || crate::control::request(&socket, &req))
-        .await
-        .unwrap()
 }
 
 /// `GET path` over plain TCP; the whole answer.

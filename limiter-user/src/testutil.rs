@@ -120,3 +120,14 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// One request to the daemon at `socket`, from a blocking thread as the CLI makes it.
+pub async fn call(
+    socket: &std::path::Path,
+    req: crate::api::Request,
+) -> anyhow::Result<serde_json::Value> {
+    let socket = socket.to_owned();
+    tokio::task::spawn_blocking(move || crate::control::request(&socket, &req))
+        .await
+        .expect("the request thread")
+}
