@@ -1,4 +1,28 @@
 //! `limiter`: the node daemon and the commands that talk to it.
+//!
+//! The path of `limiter set 10.0.0.2:8080 --max-connections 5`, from the command line to the
+//! kernel (each step in one place):
+//!
+//! 1. `cli.rs` parses the arguments into a `RuleSpec` (`model.rs`; destinations in `dest.rs`).
+//! 2. `control::request` sends `{"op":"set","rule":...}` over the socket (protocol: `api.rs`).
+//! 3. In the daemon (`daemon.rs` assembles it), `control.rs` reads the line and
+//!    `handler.rs` turns it into a call on the rule book.
+//! 4. `rulebook.rs` validates it (`validate.rs`), edits the runtime layer (`layers.rs`: config
+//!    and runtime rules, which wins), and commits only the destinations it touches.
+//! 5. `txn.rs` applies each change through the `Dataplane` trait (`model.rs`), undoing the
+//!    steps already made if one fails; `journal.rs` records it beside the state file
+//!    (`state.rs`), or the change is undone.
+//! 6. `kube/dataplane.rs` resolves `svc/` rules to addresses; every address rule goes on to
+//!    `dataplane/mod.rs`, which owns the kernel: `dataplane/tables.rs` writes the rule into the
+//!    pinned RULES trie, with its counters, breaker policy (`dataplane/breakers.rs`) and hook
+//!    kinds (`dataplane/kinds.rs`).
+//! 7. The kernel programs (crate `limiter-ebpf`) decide each connection from that map:
+//!    `server.rs` (sk_lookup, cgroup_skb), `client.rs` (connect4/6), `accounting.rs`
+//!    (sock_ops), all through `admit.rs`.
+//!
+//! Reading back: `status` and `get` come from `dataplane/tables.rs` (counters) through
+//! `handler.rs`, rendered by `output*.rs`; `metrics*.rs` serve the same counters to Prometheus;
+//! `overload/` runs the adaptive check and writes shed limits through the same `Dataplane`.
 
 mod adaptive;
 mod api;
