@@ -95,16 +95,19 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     if cfg.flags & rule_flags::MODE_DROP != 0 {
         return ALLOW;
     }
-    let Some(rec) = conn::record(sk, true) else {
-        return ALLOW;
-    };
-    // SAFETY: the helper reads the caller's network namespace from the context.
-    let entity = client_key(unsafe { bpf_get_netns_cookie(ctx.as_ptr()) });
-    let held = rec.rule_id;
-    if held != 0 && held != CONN_CLOSED && rec.phase != phase::RESERVED {
+    // The socket's record if it has one already; one is created only for a connection let
+    // through, so a refused connect() allocates no socket storage.
+    let existing = conn::record(sk, false);
+    if let Some(rec) = &existing
+        && rec.rule_id != 0
+        && rec.rule_id != CONN_CLOSED
+        && rec.phase != phase::RESERVED
+    {
         // A second connect() on a socket already connecting: the kernel answers EALREADY.
         return ALLOW;
     }
+    // SAFETY: the helper reads the caller's network namespace from the context.
+    let entity = client_key(unsafe { bpf_get_netns_cookie(ctx.as_ptr()) });
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
@@ -122,6 +125,16 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> i32 {
     };
     match decide(cfg, side::OUTBOUND, &entity, now, epoch) {
         Decision::Admit { flags } => {
+            let Some(rec) = existing.or_else(|| conn::record(sk, true)) else {
+                // No socket storage for it (the kernel could not allocate): it goes uncounted;
+                // its reservation expires with its bucket, and a probe is given back.
+                if tracked & CONN_F_PROBE != 0
+                    && let Some(found) = found
+                {
+                    breaker::return_probe(found);
+                }
+                return ALLOW;
+            };
             rec.side = side::OUTBOUND;
             rec.dest = dest;
             rec.peer = entity;
