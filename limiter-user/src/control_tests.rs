@@ -41,6 +41,11 @@ fn start() -> Running {
     }
 }
 
+/// `limiter list -o json`'s request.
+const LIST: Request = Request::List {
+    with_deletions: false,
+};
+
 /// Sends raw bytes and returns the raw answer line.
 async fn call_raw(socket: &Path, bytes: Vec<u8>) -> String {
     let mut s = UnixStream::connect(socket).await.unwrap();
@@ -85,14 +90,7 @@ async fn set_get_list_delete_status_round_trip() {
     )
     .await
     .unwrap();
-    let list = call(
-        &d.socket,
-        Request::List {
-            with_deletions: false,
-        },
-    )
-    .await
-    .unwrap();
+    let list = call(&d.socket, LIST).await.unwrap();
     let dests: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -268,14 +266,7 @@ async fn apply_list_revert_and_sources_over_the_socket() {
         answer,
         json!({"applied": ["10.0.0.1:80", "10.0.0.2:80"], "deleted": [], "unchanged": 0})
     );
-    let list = call(
-        &d.socket,
-        Request::List {
-            with_deletions: false,
-        },
-    )
-    .await
-    .unwrap();
+    let list = call(&d.socket, LIST).await.unwrap();
     assert_eq!(list[0]["source"], "runtime");
     assert_eq!(list[0]["max_connections"], 3);
     assert!(list[0].get("config_rule").is_none(), "{list}");
