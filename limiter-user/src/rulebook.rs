@@ -418,12 +418,12 @@ impl RuleBook {
             .iter()
             .filter(|b| inner.layers.effective_of(&b.dest).is_some())
             .count();
-        inner.in_force = inner.in_force + is - was;
+        inner.in_force = (inner.in_force + is).saturating_sub(was);
         let (applied, deleted) = done
             .into_iter()
             .partition::<Vec<_>, _>(|c| c.after.is_some());
         Ok(Outcome {
-            unchanged: inner.in_force - applied.len(),
+            unchanged: inner.in_force.saturating_sub(applied.len()),
             applied: applied.into_iter().map(|c| c.dest).collect(),
             deleted: deleted.into_iter().map(|c| c.dest).collect(),
         })
