@@ -1,7 +1,6 @@
 //! Answers to the control socket's requests, through the rule book. The socket is an input like
 //! the command line, so every rule is checked again here; a refused request changes nothing.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -9,7 +8,6 @@ use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use crate::api::{Request, Response};
-use crate::dest::Dest;
 use crate::rulebook::{RuleBook, Source};
 
 /// Answers requests through the rule book. Blocking: the dataplane makes syscalls.
@@ -28,7 +26,7 @@ impl Handler {
     /// ten thousand destinations a `Value` tree of it took over 100 MB.
     fn status(&self) -> anyhow::Result<Response> {
         let mut statuses = self.book.dataplane().status()?;
-        add_sources(&mut statuses, &self.book.sources());
+        self.book.annotate_sources(&mut statuses);
         if let Some(o) = &self.overload {
             o.annotate(&mut statuses);
         }
@@ -184,14 +182,5 @@ impl Handler {
             // The control server streams events itself; a caller of `handle` gets this.
             Request::Events { .. } => bail!("events are answered by the control server"),
         }
-    }
-}
-
-/// Fills in each destination's `source` (`config` or `runtime`).
-fn add_sources(entries: &mut [crate::model::DestinationStatus], sources: &BTreeMap<Dest, Source>) {
-    let by_text: BTreeMap<String, Source> =
-        sources.iter().map(|(d, s)| (d.to_string(), *s)).collect();
-    for entry in entries {
-        entry.source = by_text.get(&entry.destination).map(|s| s.as_str());
     }
 }

@@ -80,6 +80,28 @@ impl Layers {
         self.config.get(dest)
     }
 
+    /// Where the rule in force for `dest` comes from; None when these layers put none in force
+    /// there (no rule, or an address a Service rule derived).
+    pub fn source_of(&self, dest: &Dest) -> Option<Source> {
+        self.effective_of(dest)?;
+        let from_config = !self.runtime.rules.contains_key(dest) && self.config.contains_key(dest);
+        Some(if from_config {
+            Source::Config
+        } else {
+            Source::Runtime
+        })
+    }
+
+    /// How many rules in force come from the config and from the runtime layer.
+    pub fn count_by_source(&self) -> (usize, usize) {
+        let runtime = &self.runtime;
+        let from_config = self
+            .config
+            .keys()
+            .filter(|d| !runtime.rules.contains_key(*d) && !runtime.deleted.contains(*d));
+        (from_config.count(), runtime.rules.len())
+    }
+
     /// Deletions of config rules that the config no longer has are moot: forget them.
     pub fn prune(&mut self) {
         let config = &self.config;

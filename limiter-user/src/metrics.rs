@@ -5,7 +5,6 @@
 //! follow Prometheus conventions, with Envoy's where they mean the same (`cx_overflow`).
 //! docs/config.md lists every metric.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -171,14 +170,12 @@ impl Collector for Collected {
 
         let up_help = "1 if the daemon reads the kernel's counters, else 0.";
         gauge("limiter_up", up_help, i64::from(up), &mut enc)?;
-        let mut by_source = BTreeMap::from([(Source::Config, 0i64), (Source::Runtime, 0)]);
-        for source in self.book.sources().values() {
-            *by_source.entry(*source).or_default() += 1;
-        }
+        let (config, runtime) = self.book.count_by_source();
+        let by_source = [(Source::Config, config), (Source::Runtime, runtime)];
         let rules = by_source.into_iter().map(|(source, n)| {
             (
                 vec![("source", source.as_str().to_string())],
-                ConstGauge::new(n),
+                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
             )
         });
         family(

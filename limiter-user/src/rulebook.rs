@@ -288,24 +288,24 @@ impl RuleBook {
     /// Where the rule in force for `dest` comes from; None when no layer puts one in force
     /// (no rule, or an address a Service rule derived).
     pub fn source_of(&self, dest: &Dest) -> Option<Source> {
-        let inner = self.lock();
-        let layers = &inner.layers;
-        layers.effective_of(dest)?;
-        let from_config =
-            !layers.runtime.rules.contains_key(dest) && layers.config.contains_key(dest);
-        Some(if from_config {
-            Source::Config
-        } else {
-            Source::Runtime
-        })
+        self.lock().layers.source_of(dest)
     }
 
-    /// Sources by destination (for `status` and the metrics).
-    pub fn sources(&self) -> BTreeMap<Dest, Source> {
-        self.list()
-            .into_iter()
-            .map(|l| (l.rule.destination, l.source))
-            .collect()
+    /// Fills in the source of each entry of `status` (one lock for all of them).
+    pub fn annotate_sources(&self, entries: &mut [crate::model::DestinationStatus]) {
+        let inner = self.lock();
+        for entry in entries {
+            entry.source = entry
+                .rule
+                .as_ref()
+                .and_then(|r| inner.layers.source_of(&r.destination))
+                .map(Source::as_str);
+        }
+    }
+
+    /// How many rules in force come from the config and from the runtime layer (metrics).
+    pub fn count_by_source(&self) -> (usize, usize) {
+        self.lock().layers.count_by_source()
     }
 
     /// Config rules deleted at runtime, with the config's rule each keeps off.
