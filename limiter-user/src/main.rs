@@ -116,6 +116,8 @@ fn events(socket: &std::path::Path, args: &cli::EventsArgs) -> anyhow::Result<()
 }
 
 fn main() -> ExitCode {
+    // Before the first allocation of any thread (see memory.rs).
+    memory::keep_large_buffers_apart();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
