@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::bail;
 
-use crate::dest::Dest;
-use crate::model::{Dataplane, DestinationStatus, RuleSpec, SideStatus};
-use crate::rulebook::RuleBook;
+use crate::dataplane::Dataplane;
+use crate::rules::dest::Dest;
+use crate::rules::rulebook::RuleBook;
+use crate::rules::spec::RuleSpec;
+use crate::rules::status::{DestinationStatus, SideStatus};
 
 /// Rules in a map; `fail_apply` makes every apply fail as a kernel error would, `fail_dest`
 /// only the applies of one destination.
@@ -38,7 +40,7 @@ impl MemoryDataplane {
 
 /// A rule book over `dp` with no config and no state file.
 pub fn book(dp: Arc<MemoryDataplane>) -> Arc<RuleBook> {
-    let config = crate::config::Config::default();
+    let config = crate::daemon::config::Config::default();
     let (book, _) = RuleBook::start(dp, None, config, None, Default::default()).unwrap();
     Arc::new(book)
 }
@@ -124,10 +126,10 @@ impl Drop for TempDir {
 /// One request to the daemon at `socket`, from a blocking thread as the CLI makes it.
 pub async fn call(
     socket: &std::path::Path,
-    req: crate::api::Request,
+    req: crate::control::protocol::Request,
 ) -> anyhow::Result<serde_json::Value> {
     let socket = socket.to_owned();
-    tokio::task::spawn_blocking(move || crate::control::request(&socket, &req))
+    tokio::task::spawn_blocking(move || crate::control::client::request(&socket, &req))
         .await
         .expect("the request thread")
 }

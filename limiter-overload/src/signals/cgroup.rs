@@ -7,10 +7,11 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use super::layout::CgroupLayout;
 use super::layout::{V1_QUOTA_DIRS, V1_USAGE_DIRS};
 use super::node::{USER_HZ, read_pressure, read_proc_stat};
 use super::quota::{Limit, read_limit, v1_limit};
-use super::{CgroupLayout, SignalError, keyed_u64, parse_u64, read_optional, read_required};
+use super::read::{SignalError, keyed_u64, parse_u64, read_optional, read_required};
 
 /// Cumulative throttling counters of a cgroup with the cpu controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +103,7 @@ impl CpuSource {
                 if !dir.is_dir() {
                     return Err(SignalError::NoCgroup {
                         cgroup: rel,
-                        layout,
+                        layout: layout.name(),
                         tried,
                     });
                 }
@@ -127,7 +128,7 @@ impl CpuSource {
                         tried.extend(unified);
                         return Err(SignalError::NoCgroup {
                             cgroup: rel,
-                            layout,
+                            layout: layout.name(),
                             tried,
                         });
                     }

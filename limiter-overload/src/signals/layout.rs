@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::SignalError;
+use super::read::SignalError;
 
 /// Names the v1 CPU controllers are mounted under: separate (`cpu`, `cpuacct`, as on this
 /// project's build machines) or co-mounted (`cpu,cpuacct`, as systemd does on most distributions;
@@ -65,12 +65,19 @@ impl CgroupLayout {
     }
 }
 
-impl fmt::Display for CgroupLayout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl CgroupLayout {
+    /// How people call the layout (the Display form).
+    pub fn name(self) -> &'static str {
+        match self {
             CgroupLayout::V2 => "cgroup v2",
             CgroupLayout::Hybrid => "hybrid (cgroup v1 + unified v2)",
             CgroupLayout::V1 => "cgroup v1",
-        })
+        }
+    }
+}
+
+impl fmt::Display for CgroupLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{SignalError, parse_f64, parse_u64, read_required};
+use super::read::{SignalError, parse_f64, parse_u64, read_required};
 
 /// Ticks per second of the counters in `/proc/stat` (the kernel's `USER_HZ`, what
 /// `sysconf(_SC_CLK_TCK)` returns). It is 100 on every architecture Kubernetes runs on. Only the

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{SignalError, parse_f64, parse_i64, parse_u64, read_optional, read_required};
+use super::read::{SignalError, parse_f64, parse_i64, parse_u64, read_optional, read_required};
 
 /// The quota files of one group.
 #[derive(Clone, Debug)]

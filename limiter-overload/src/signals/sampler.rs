@@ -1,7 +1,7 @@
 //! From cumulative counters to rates: the utilisation of the allowed CPUs between two readings,
 //! and the share of enforcement periods that were throttled.
 
-use super::CpuReading;
+use super::cgroup::CpuReading;
 
 /// Utilisation between two readings taken `elapsed_ns` apart, as a fraction of the CPUs the
 /// workload may use (1.0 = using all of its quota, or all of the node without one).

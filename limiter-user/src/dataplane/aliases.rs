@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use aya::maps::{HashMap, MapData};
 use limiter_common::{DestAddr, EXACT_PREFIX_BITS};
 
-use crate::dest::Dest;
+use crate::rules::dest::Dest;
 
 pub struct Aliases {
     map: HashMap<MapData, DestAddr, DestAddr>,

@@ -17,10 +17,8 @@ use limiter_common::{
     gate_state,
 };
 
-use crate::{
-    dest::Dest,
-    model::{BreakerStatus, FailureCounts},
-};
+use crate::rules::dest::Dest;
+use crate::rules::status::{BreakerStatus, FailureCounts};
 
 /// A closed breaker with no connect() or outcome for this long is forgotten (a CIDR rule's
 /// endpoints come and go); it comes back closed and empty on its next connect().

@@ -98,9 +98,9 @@ impl Kinds {
 }
 
 /// The kinds of `rule` (under id `id`): the kernel's, and BREAKER where it has one.
-pub fn of(id: u64, rule: &crate::model::RuleSpec) -> u32 {
+pub fn of(id: u64, rule: &crate::rules::spec::RuleSpec) -> u32 {
     let mut kinds = super::tables::to_config(id, rule).kinds();
-    if rule.breaker.is_some() && rule.side != crate::model::Side::Server {
+    if rule.breaker.is_some() && rule.side != crate::rules::spec::Side::Server {
         kinds |= BREAKER;
     }
     kinds

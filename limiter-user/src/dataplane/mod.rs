@@ -3,8 +3,17 @@
 //! Maps and links are pinned under `<bpffs>/limiter/`: the kernel keeps enforcing and counting
 //! while no daemon runs, and the next daemon adopts both (rules included: the rules map is the
 //! source of truth, so runtime rules survive a restart).
+//!
+//! `boundary.rs` is the [`Dataplane`] trait the rest of the daemon sees. At start, in order:
+//! `capabilities.rs` probes the kernel (with `probe.rs`'s minimal programs), this file loads
+//! the object and opens the pinned maps, `programs.rs` attaches (or adopts) the programs,
+//! `neighbours.rs` lists other agents' programs on the same hooks. Then each rule change goes
+//! to `tables.rs` (the rule maps and counters), `breakers.rs` (breaker policies and state),
+//! `aliases.rs` (a Service's endpoints) and `kinds.rs` (which hooks have anything to decide);
+//! `events.rs` reads the kernel's refusal events. `sys.rs` holds the bpf(2) calls aya lacks.
 
 mod aliases;
+mod boundary;
 mod breakers;
 pub mod capabilities;
 mod events;
@@ -14,6 +23,8 @@ mod probe;
 mod programs;
 pub mod sys;
 mod tables;
+
+pub use boundary::Dataplane;
 
 pub use sys::monotonic_ns;
 
@@ -25,10 +36,9 @@ use limiter_common::MAP_LAYOUT_VERSION;
 use tracing::{info, warn};
 
 use self::capabilities::{Capabilities, SEED_ITERATOR, SET_RETVAL};
-use crate::{
-    dest::Dest,
-    model::{Dataplane, DestinationStatus, RuleSpec},
-};
+use crate::rules::dest::Dest;
+use crate::rules::spec::RuleSpec;
+use crate::rules::status::DestinationStatus;
 
 /// Where the daemon attaches and pins.
 #[derive(Clone, Debug)]
@@ -331,7 +341,7 @@ impl EbpfDataplane {
             if let Some((id, rule)) = rules.get_mut(dest) {
                 rule.breaker = breakers
                     .policy(*id)
-                    .map(|p| Box::new(crate::breaker::Breaker::from_config(&p)));
+                    .map(|p| Box::new(crate::rules::breaker::Breaker::from_config(&p)));
             }
         }
         let mut kinds = kinds::Kinds::new(&maps_dir);
@@ -615,7 +625,7 @@ fn breaker_policy(
     rule: &RuleSpec,
 ) -> Option<limiter_common::BreakerConfig> {
     let breaker = rule.breaker.as_ref()?;
-    if rule.side == crate::model::Side::Server {
+    if rule.side == crate::rules::spec::Side::Server {
         return None;
     }
     let endpoints = match &rule.destination {

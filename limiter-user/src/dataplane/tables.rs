@@ -17,10 +17,9 @@ use limiter_common::{
     ShedLimit, SideSlots, SideStats, action, reason, rule_flags,
 };
 
-use crate::{
-    dest::Dest,
-    model::{DestinationStatus, Mode, RuleSpec, Side, SideStatus},
-};
+use crate::rules::dest::Dest;
+use crate::rules::spec::{Mode, RuleSpec, Side};
+use crate::rules::status::{DestinationStatus, SideStatus};
 
 pub struct Tables {
     rules: LpmTrie<MapData, DestAddr, RuleConfig>,
@@ -269,7 +268,7 @@ impl Tables {
             rule: Some(rule.clone()),
             source: None,
             seeding: Some(seeding),
-            overload: crate::model::OverloadStatus {
+            overload: crate::rules::status::OverloadStatus {
                 shed_total: [&stats.inbound, &stats.outbound]
                     .iter()
                     .flat_map(|s| s.refused[reason::SHED])
@@ -295,7 +294,7 @@ fn add(total: &mut SideStats, cpu: &SideStats) {
 }
 
 fn side_status(slots: &SideSlots, stats: &SideStats, epoch: u64) -> SideStatus {
-    let mut refused = crate::model::RefusedCounts::default();
+    let mut refused = crate::rules::status::RefusedCounts::default();
     refused.0[..reason::COUNTED].copy_from_slice(&stats.refused);
     let limit = &stats.refused[reason::LIMIT];
     SideStatus {

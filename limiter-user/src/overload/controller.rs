@@ -17,8 +17,8 @@ use std::collections::{HashMap, HashSet};
 use limiter_overload::signals::{CpuReading, Sampler};
 use limiter_overload::{Bbr, Criticality, Demand, Ewma, OverloadConfig, allocate};
 
-use crate::adaptive::{Adaptive, SystemRule};
-use crate::dest::Dest;
+use crate::rules::adaptive::{Adaptive, SystemRule};
+use crate::rules::dest::Dest;
 
 /// What the kernel counts on the measured side of a destination.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -16,10 +16,12 @@ use limiter_overload::OverloadConfig;
 use limiter_overload::signals::{self, CpuSource};
 use tracing::{debug, warn};
 
-use crate::adaptive::SystemRule;
-use crate::dest::Dest;
-use crate::model::{Dataplane, DestinationStatus, OverloadStatus, RuleSpec, Side};
-use crate::rulebook::RuleBook;
+use crate::dataplane::Dataplane;
+use crate::rules::adaptive::SystemRule;
+use crate::rules::dest::Dest;
+use crate::rules::rulebook::RuleBook;
+use crate::rules::spec::{RuleSpec, Side};
+use crate::rules::status::{DestinationStatus, OverloadStatus};
 
 pub use controller::NodeReport;
 use controller::{Controller, DestInput, NodeInput, SideCounters};

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use limiter_overload::signals::{self, CpuReading, CpuSource};
 use tracing::{info, warn};
 
-use crate::adaptive::Adaptive;
-use crate::dest::Dest;
+use crate::rules::adaptive::Adaptive;
+use crate::rules::dest::Dest;
 
 /// How often a destination's source is looked for again (a listener scan walks /proc).
 const RESOLVE_EVERY_NS: u64 = 10_000_000_000;
