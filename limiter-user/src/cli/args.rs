@@ -7,10 +7,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::cli::render::Format;
 use crate::daemon::settings::DaemonArgs;
 use crate::paths;
-use crate::rules::adaptive::{Adaptive, Fraction, Span, SystemRule};
-use crate::rules::breaker::{Breaker, Multiplier};
+use crate::rules::adaptive::{Adaptive, Fraction, SystemRule};
+use crate::rules::breaker::Breaker;
 use crate::rules::dest::Dest;
-use crate::rules::spec::{Criticality, Mode, RuleSpec, Side};
+use crate::rules::spec::{DEST_HELP, RuleSpec};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -167,59 +167,12 @@ Example: limiter completions bash > /etc/bash_completion.d/limiter")]
     },
 }
 
-/// A destination argument.
-const DEST_HELP: &str = "Destination: ADDRESS:PORT, [IPV6]:PORT, CIDR:PORT, [IPV6-CIDR]:PORT or \
-svc/NAMESPACE/NAME[:PORT] (a Kubernetes Service; PORT a port number or name), e.g. \
-10.96.12.34:8080, [fd00::2]:8080, 10.0.0.0/24:8080 or svc/shop/checkout:http";
-
+/// `limiter set`: the rule's own fields, then `--adaptive` with its parameters and the
+/// `--breaker-*` policy, which the rule holds as optional parts.
 #[derive(Debug, Args)]
 pub struct SetArgs {
-    #[arg(value_name = "DEST", help = DEST_HELP)]
-    pub destination: Dest,
-
-    /// Most established connections at any instant, per side (Istio's maxConnections):
-    /// an integer >= 1, e.g. 100. [required unless --adaptive or a --breaker-* policy]
-    #[arg(
-        long,
-        value_name = "N",
-        required_unless_present_any = [
-            "adaptive",
-            "breaker_consecutive",
-            "breaker_failure_ratio",
-            "breaker_slow_ratio",
-            "breaker_sre",
-        ]
-    )]
-    pub max_connections: Option<u32>,
-
-    /// What happens to a connection over the limit: reject (refused at once) or drop (the SYN
-    /// is discarded and the caller retries), e.g. --mode drop.
-    #[arg(long, value_enum, default_value_t = Mode::Reject, value_name = "MODE")]
-    pub mode: Mode,
-
-    /// Where to enforce: server (connections arriving here), client (connections local
-    /// processes open, refused in connect()) or both, e.g. --side server.
-    #[arg(long, value_enum, default_value_t = Side::Both, value_name = "SIDE")]
-    pub side: Side,
-
-    /// New connections per second admitted (token bucket rate): an integer >= 1, e.g. 200.
-    /// [default: no rate limit]
-    #[arg(long, value_name = "R")]
-    pub syn_rate: Option<u32>,
-
-    /// Token bucket depth for --syn-rate: an integer >= 1, e.g. 400. [default: the rate]
-    #[arg(long, value_name = "B", requires = "syn_rate")]
-    pub syn_burst: Option<u32>,
-
-    /// Most connections from one source address: an integer from 1 to --max-connections,
-    /// e.g. 10. [default: no per-source limit]
-    #[arg(long, value_name = "N")]
-    pub per_source: Option<u32>,
-
-    /// Enforce nothing: count the connections that would be refused (the `dry_run` counters)
-    /// and let them through.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub rule: RuleSpec,
 
     /// Shed new connections while the workload is saturated (BBR-style overload check: its
     /// CPU above --cpu-threshold and more connections established than maxPass x minRt).
@@ -227,178 +180,23 @@ pub struct SetArgs {
     #[arg(long, help_heading = "Overload protection")]
     pub adaptive: bool,
 
-    /// Filtered CPU of the workload, as a fraction of what it may use (its cgroup quota),
-    /// above which --adaptive sheds, e.g. 0.8. [default: 0.8]
-    #[arg(
-        long,
-        value_name = "FRACTION",
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
-    pub cpu_threshold: Option<Fraction>,
-
-    /// Window of completed connections that maxPass and minRt come from, e.g. 10s.
-    /// [default: 10s]
-    #[arg(
-        long,
-        value_name = "DURATION",
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
-    pub window: Option<Span>,
-
-    /// Buckets in the window (2-1000), e.g. 100. [default: 100]
-    #[arg(
-        long,
-        value_name = "N",
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
-    pub buckets: Option<u32>,
-
-    /// How long shedding stays armed after the CPU was last above the threshold, e.g. 1s.
-    /// [default: 1s]
-    #[arg(
-        long,
-        value_name = "DURATION",
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
-    pub cooldown: Option<Span>,
-
-    /// The workload's cgroup as /proc/PID/cgroup prints it, e.g. /kubepods/burstable/pod12.
-    /// [default: the cgroup of the process listening on DEST on this node, else the node]
-    #[arg(
-        long,
-        value_name = "CGROUP",
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
-    pub workload_cgroup: Option<String>,
-
-    /// Criticality under node-wide overload (`limiter system set`): sheddable destinations
-    /// are shed first, critical-plus last; each keeps a minimum share. [default: critical]
-    #[arg(
-        long,
-        value_name = "CLASS",
-        value_parser = parse_priority,
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
-    pub priority: Option<Criticality>,
+    #[command(flatten)]
+    pub adaptive_settings: Adaptive,
 
     #[command(flatten)]
-    pub breaker: BreakerArgs,
-}
-
-/// `--breaker-*`: a circuit breaker on the client side (docs/breaking.md).
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Circuit breaking (client side, see docs/breaking.md)")]
-pub struct BreakerArgs {
-    /// Open the breaker after N consecutive failed connects (refused, timed out or reset;
-    /// Istio's consecutiveErrors), e.g. 3.
-    #[arg(long, value_name = "N")]
-    pub breaker_consecutive: Option<u32>,
-
-    /// Open when failed / attempted connects over the window reach this fraction (Sentinel's
-    /// error ratio), e.g. 0.5.
-    #[arg(long, value_name = "FRACTION")]
-    pub breaker_failure_ratio: Option<Fraction>,
-
-    /// Open when slow handshakes (longer than --breaker-slow; timeouts too) reach this
-    /// fraction of the attempts over the window (Sentinel's slow-call ratio), e.g. 0.5.
-    #[arg(long, value_name = "FRACTION")]
-    pub breaker_slow_ratio: Option<Fraction>,
-
-    /// A handshake longer than this is slow, e.g. 200ms. [default: 1s]
-    #[arg(long, value_name = "DURATION")]
-    pub breaker_slow: Option<Span>,
-
-    /// SRE adaptive throttle (Kratos): reject locally with probability
-    /// max(0, (attempts - K x successes) / (attempts + 1)) over the window; K from 1 to 10,
-    /// e.g. 2.
-    #[arg(long, value_name = "K")]
-    pub breaker_sre: Option<Multiplier>,
-
-    /// Statistics window of the ratios and the throttle, e.g. 10s. [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    pub breaker_window: Option<Span>,
-
-    /// Fewer attempts in the window never trip a ratio and never throttle, e.g. 20.
-    /// [default: 5]
-    #[arg(long, value_name = "N")]
-    pub breaker_min_attempts: Option<u32>,
-
-    /// How long the breaker stays open the first time (Istio's baseEjectionTime); the n-th
-    /// ejection in a row lasts n times this, e.g. 30s. [default: 30s]
-    #[arg(long, value_name = "DURATION")]
-    pub breaker_open: Option<Span>,
-
-    /// Longest open time (Envoy's max_ejection_time), e.g. 5m. [default: 5m]
-    #[arg(long, value_name = "DURATION")]
-    pub breaker_max_open: Option<Span>,
-
-    /// Connections let through when half-open; the first outcome decides, e.g. 1.
-    /// [default: 1]
-    #[arg(long, value_name = "N")]
-    pub breaker_probes: Option<u32>,
-
-    /// Most of a Service's endpoints ejected at once, in percent (Istio's
-    /// maxEjectionPercent; at least one of two or more, never all below 100), e.g. 50.
-    /// [default: 10]
-    #[arg(long, value_name = "PERCENT")]
-    pub breaker_max_ejection: Option<u32>,
-}
-
-impl BreakerArgs {
-    /// The breaker these flags describe; None when none is given. Timing flags without a
-    /// policy still make a breaker, which validation then refuses with the policies to pick.
-    fn to_breaker(&self) -> Option<Breaker> {
-        let b = Breaker {
-            consecutive_failures: self.breaker_consecutive,
-            failure_ratio: self.breaker_failure_ratio,
-            slow_ratio: self.breaker_slow_ratio,
-            slow: self.breaker_slow,
-            sre_k: self.breaker_sre,
-            window: self.breaker_window,
-            min_attempts: self.breaker_min_attempts,
-            open: self.breaker_open,
-            max_open: self.breaker_max_open,
-            probes: self.breaker_probes,
-            max_ejection_percent: self.breaker_max_ejection,
-        };
-        (b != Breaker::default()).then_some(b)
-    }
-}
-
-fn parse_priority(s: &str) -> Result<Criticality, String> {
-    s.parse()
-        .map_err(|e: limiter_overload::priority::ParseCriticalityError| e.to_string())
+    pub breaker: Breaker,
 }
 
 impl SetArgs {
+    /// The rule these flags describe. Breaker timing flags without a policy still make a
+    /// breaker, which validation then refuses with the policies to pick.
     pub fn to_rule(&self) -> RuleSpec {
         RuleSpec {
-            destination: self.destination.clone(),
-            max_connections: self.max_connections,
-            mode: self.mode,
-            side: self.side,
-            syn_rate: self.syn_rate,
-            syn_burst: self.syn_burst,
-            per_source: self.per_source,
-            dry_run: self.dry_run,
-            adaptive: self.adaptive.then(|| {
-                Box::new(Adaptive {
-                    cpu_threshold: self.cpu_threshold,
-                    window: self.window,
-                    buckets: self.buckets,
-                    cooldown: self.cooldown,
-                    workload_cgroup: self.workload_cgroup.clone(),
-                })
-            }),
-            breaker: self.breaker.to_breaker().map(Box::new),
-            priority: self.priority,
-            derived: false,
+            adaptive: self
+                .adaptive
+                .then(|| Box::new(self.adaptive_settings.clone())),
+            breaker: (self.breaker != Breaker::default()).then(|| Box::new(self.breaker.clone())),
+            ..self.rule.clone()
         }
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::daemon::settings::{MetricsAddr, StateDir};
+use crate::rules::spec::{Mode, Side};
 use clap::CommandFactory as _;
 
 #[test]

@@ -77,40 +77,101 @@ impl<'de> Deserialize<'de> for Multiplier {
 
 /// A rule's circuit breaker: at least one policy (consecutive failures, a failure or slow
 /// ratio, the SRE throttle) and the timings they share. Unset fields take the defaults above.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The doc comments are the help of `limiter set`'s `--breaker-*` flags.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[command(next_help_heading = "Circuit breaking (client side, see docs/breaking.md)")]
 #[serde(deny_unknown_fields)]
 pub struct Breaker {
-    /// Open after this many consecutive failed connects (Istio consecutiveErrors).
+    /// Open the breaker after N consecutive failed connects (refused, timed out or reset;
+    /// Istio's consecutiveErrors), e.g. 3.
+    #[arg(
+        id = "breaker_consecutive",
+        long = "breaker-consecutive",
+        value_name = "N"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_failures: Option<u32>,
-    /// Open when failures / attempts over the window reach this (Sentinel ERROR_RATIO).
+
+    /// Open when failed / attempted connects over the window reach this fraction (Sentinel's
+    /// error ratio), e.g. 0.5.
+    #[arg(
+        id = "breaker_failure_ratio",
+        long = "breaker-failure-ratio",
+        value_name = "FRACTION"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_ratio: Option<Fraction>,
-    /// Open when slow handshakes / attempts reach this (Sentinel SLOW_REQUEST_RATIO).
+
+    /// Open when slow handshakes (longer than --breaker-slow; timeouts too) reach this
+    /// fraction of the attempts over the window (Sentinel's slow-call ratio), e.g. 0.5.
+    #[arg(
+        id = "breaker_slow_ratio",
+        long = "breaker-slow-ratio",
+        value_name = "FRACTION"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_ratio: Option<Fraction>,
-    /// A handshake longer than this is slow (Sentinel's maxAllowedRt).
+
+    /// A handshake longer than this is slow, e.g. 200ms. [default: 1s]
+    #[arg(id = "breaker_slow", long = "breaker-slow", value_name = "DURATION")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow: Option<Span>,
-    /// The SRE adaptive throttle's K (Kratos).
+
+    /// SRE adaptive throttle (Kratos): reject locally with probability
+    /// max(0, (attempts - K x successes) / (attempts + 1)) over the window; K from 1 to 10,
+    /// e.g. 2.
+    #[arg(id = "breaker_sre", long = "breaker-sre", value_name = "K")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sre_k: Option<Multiplier>,
-    /// Statistics window of the ratios and the throttle.
+
+    /// Statistics window of the ratios and the throttle, e.g. 10s. [default: 10s]
+    #[arg(
+        id = "breaker_window",
+        long = "breaker-window",
+        value_name = "DURATION"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Span>,
-    /// Fewer attempts in the window never trip a ratio and never throttle.
+
+    /// Fewer attempts in the window never trip a ratio and never throttle, e.g. 20.
+    /// [default: 5]
+    #[arg(
+        id = "breaker_min_attempts",
+        long = "breaker-min-attempts",
+        value_name = "N"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_attempts: Option<u32>,
-    /// Open time of a first ejection (Istio baseEjectionTime); the n-th in a row lasts n times.
+
+    /// How long the breaker stays open the first time (Istio's baseEjectionTime); the n-th
+    /// ejection in a row lasts n times this, e.g. 30s. [default: 30s]
+    #[arg(id = "breaker_open", long = "breaker-open", value_name = "DURATION")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open: Option<Span>,
-    /// Longest open time (Envoy max_ejection_time).
+
+    /// Longest open time (Envoy's max_ejection_time), e.g. 5m. [default: 5m]
+    #[arg(
+        id = "breaker_max_open",
+        long = "breaker-max-open",
+        value_name = "DURATION"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_open: Option<Span>,
-    /// Connections let through while half-open.
+
+    /// Connections let through when half-open; the first outcome decides, e.g. 1.
+    /// [default: 1]
+    #[arg(id = "breaker_probes", long = "breaker-probes", value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<u32>,
-    /// Most of a Service's endpoints ejected at once, in % (Istio maxEjectionPercent).
+
+    /// Most of a Service's endpoints ejected at once, in percent (Istio's
+    /// maxEjectionPercent; at least one of two or more, never all below 100), e.g. 50.
+    /// [default: 10]
+    #[arg(
+        id = "breaker_max_ejection",
+        long = "breaker-max-ejection",
+        value_name = "PERCENT"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
 }

@@ -35,46 +35,108 @@ pub enum Side {
     Both,
 }
 
-/// A rule: a destination and its limits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A rule: a destination and its limits. The one definition of a rule's fields: serde reads it
+/// from the config, `limiter apply` and the socket, and clap from `limiter set`'s flags (the doc
+/// comments are the flags' help; docs/config.md names each field's flag).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Normalised destination (`10.0.0.2:8080`, `[fd00::2]:8080`).
+    #[arg(value_name = "DEST", help = DEST_HELP)]
     pub destination: Dest,
-    /// Most established connections at any instant, per side; None = accounting only.
+
+    /// Most established connections at any instant, per side (Istio's maxConnections):
+    /// an integer >= 1, e.g. 100. [required unless --adaptive or a --breaker-* policy]
+    #[arg(
+        long,
+        value_name = "N",
+        required_unless_present_any = [
+            "adaptive",
+            "breaker_consecutive",
+            "breaker_failure_ratio",
+            "breaker_slow_ratio",
+            "breaker_sre",
+        ]
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+
+    /// What happens to a connection over the limit: reject (refused at once) or drop (the SYN
+    /// is discarded and the caller retries), e.g. --mode drop.
+    #[arg(long, value_enum, default_value_t = Mode::Reject, value_name = "MODE")]
     #[serde(default)]
     pub mode: Mode,
+
+    /// Where to enforce: server (connections arriving here), client (connections local
+    /// processes open, refused in connect()) or both, e.g. --side server.
+    #[arg(long, value_enum, default_value_t = Side::Both, value_name = "SIDE")]
     #[serde(default)]
     pub side: Side,
-    /// New connections per second (token bucket rate).
+
+    /// New connections per second admitted (token bucket rate): an integer >= 1, e.g. 200.
+    /// [default: no rate limit]
+    #[arg(long, value_name = "R")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syn_rate: Option<u32>,
-    /// Token bucket depth; defaults to syn_rate when only the rate is given.
+
+    /// Token bucket depth for --syn-rate: an integer >= 1, e.g. 400. [default: the rate]
+    #[arg(long, value_name = "B", requires = "syn_rate")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syn_burst: Option<u32>,
-    /// Most connections from one source address.
+
+    /// Most connections from one source address: an integer from 1 to --max-connections,
+    /// e.g. 10. [default: no per-source limit]
+    #[arg(long, value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_source: Option<u32>,
-    /// Count as if enforcing, let everything through.
+
+    /// Enforce nothing: count the connections that would be refused (the `dry_run` counters)
+    /// and let them through.
+    #[arg(long)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
-    /// Overload protection (`--adaptive`): shed new connections while the workload is saturated.
-    /// Boxed: most of tens of thousands of rules have none, and the rule book keeps two copies.
+
+    /// Overload protection (`--adaptive` and its flags, read by `limiter set` beside this
+    /// struct): shed new connections while the workload is saturated. Boxed: most of tens of
+    /// thousands of rules have none, and the rule book keeps two copies.
+    #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<Box<Adaptive>>,
-    /// Circuit breaker (`--breaker-*`): fail connects to a failing endpoint at once.
-    /// Boxed, as `adaptive`.
+
+    /// Circuit breaker (`--breaker-*`, read as `adaptive` is): fail connects to a failing
+    /// endpoint at once. Boxed, as `adaptive`.
+    #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<Box<Breaker>>,
-    /// Criticality under node-wide overload (`--priority`); None = critical.
+
+    /// Criticality under node-wide overload (`limiter system set`): sheddable destinations
+    /// are shed first, critical-plus last; each keeps a minimum share. [default: critical]
+    #[arg(
+        long,
+        value_name = "CLASS",
+        value_parser = parse_priority,
+        requires = "adaptive",
+        help_heading = "Overload protection",
+        display_order = 100
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Criticality>,
+
     /// An address rule the daemon derived from a `svc/` rule (never set by users; kept in the
     /// kernel's rule flags so a restarted daemon knows it).
+    #[arg(skip)]
     #[serde(skip)]
     pub derived: bool,
+}
+
+/// A destination argument.
+pub const DEST_HELP: &str = "Destination: ADDRESS:PORT, [IPV6]:PORT, CIDR:PORT, [IPV6-CIDR]:PORT or \
+svc/NAMESPACE/NAME[:PORT] (a Kubernetes Service; PORT a port number or name), e.g. \
+10.96.12.34:8080, [fd00::2]:8080, 10.0.0.0/24:8080 or svc/shop/checkout:http";
+
+fn parse_priority(s: &str) -> Result<Criticality, String> {
+    s.parse()
+        .map_err(|e: limiter_overload::priority::ParseCriticalityError| e.to_string())
 }
 
 impl Mode {
