@@ -13,7 +13,7 @@
 #
 # kubernetes-validate is installed by scripts/setup.sh (`./x setup`). The semantic checks (the
 # ConfigMap is the shipped config, the daemon's paths are mounted, ...) are unit tests:
-# limiter-user/src/daemon/deploy_tests.rs.
+# limiter-user/src/deploy_tests.rs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -28,6 +28,8 @@ mod cli;
 mod control;
 mod daemon;
 mod dataplane;
+#[cfg(test)]
+mod deploy_tests;
 mod kubernetes;
 mod memory;
 mod metrics;

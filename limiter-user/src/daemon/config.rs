@@ -247,7 +247,3 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
-
-#[cfg(test)]
-#[path = "deploy_tests.rs"]
-mod deploy_tests;

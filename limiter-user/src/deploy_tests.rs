@@ -14,10 +14,10 @@ use crate::cli::args::{Cli, Command};
 use crate::daemon::config::Config;
 use crate::daemon::settings::Settings;
 
-const SHIPPED_CONFIG: &str = include_str!("../../../deploy/config/limiter.toml");
-const KUSTOMIZATION: &str = include_str!("../../../deploy/kubernetes/kustomization.yaml");
-const CONFIGMAP: &str = include_str!("../../../deploy/kubernetes/configmap.yaml");
-const DAEMONSET: &str = include_str!("../../../deploy/kubernetes/daemonset.yaml");
+const SHIPPED_CONFIG: &str = include_str!("../../deploy/config/limiter.toml");
+const KUSTOMIZATION: &str = include_str!("../../deploy/kubernetes/kustomization.yaml");
+const CONFIGMAP: &str = include_str!("../../deploy/kubernetes/configmap.yaml");
+const DAEMONSET: &str = include_str!("../../deploy/kubernetes/daemonset.yaml");
 
 /// The key of the config in the ConfigMap's data.
 const CONFIG_KEY: &str = "limiter.toml";
