@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::handler::Handler;
-use crate::control::protocol::{MAX_REQUEST_BYTES, Request, Response};
+use super::protocol::{MAX_REQUEST_BYTES, Request, Response};
 use crate::daemon::settings::SocketGroup;
 
 /// How long the server waits for a request line, and for its answer to be taken.

@@ -1,10 +1,9 @@
 //! The control socket end to end: a real listener in a temporary folder, the real client, and
 //! an in-memory dataplane standing in for the kernel.
 
-use serde_json::Value;
 use std::sync::atomic::Ordering;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::dataplane::Dataplane;
