@@ -515,6 +515,8 @@ pub mod capacity {
 mod breaker;
 pub use breaker::*;
 
+pub mod names;
+
 #[cfg(feature = "sys")]
 pub mod sys;
 

@@ -29,6 +29,7 @@ use crate::{
     outcome, rules,
     slots::{epoch_now, force_take, settle},
     sync::cas,
+    verdict::Undecided,
 };
 
 /// Everything read from the context, once, before branching (the verifier is happier, and
@@ -69,7 +70,9 @@ fn read(ctx: &SockOpsContext) -> Sock {
     }
 }
 
-pub fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
+/// Accounts for the callback at hand. sock_ops has no verdict to give: `Undecided` only says
+/// the connection went uncounted.
+pub fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), Undecided> {
     let op = ctx.op();
     match op {
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => passive_established(ctx),
@@ -129,17 +132,18 @@ fn watch_handshake(ctx: &SockOpsContext) {
 /// The socket's record, or a warning (a rare event: the kernel could not allocate socket
 /// storage, so this connection goes uncounted; it never leaks a slot).
 #[inline(always)]
-fn record_or_warn(ctx: &SockOpsContext, s: &Sock) -> Result<&'static mut ConnRecord, ()> {
+fn record_or_warn(ctx: &SockOpsContext, s: &Sock) -> Result<&'static mut ConnRecord, Undecided> {
     conn::record(s.sk, true).ok_or_else(|| {
         warn!(
             ctx,
             "limiter: no socket storage for a connection on local port {}: it is not counted",
             s.local_port
         );
+        Undecided
     })
 }
 
-fn passive_established(ctx: &SockOpsContext) -> Result<(), ()> {
+fn passive_established(ctx: &SockOpsContext) -> Result<(), Undecided> {
     let s = read(ctx);
     let rec = record_or_warn(ctx, &s)?;
     enable_close_callback(ctx);
@@ -157,7 +161,7 @@ fn passive_established(ctx: &SockOpsContext) -> Result<(), ()> {
         return Ok(());
     };
     let rule_id = cfg.id;
-    let slots = rules::slots(rule_id, side::INBOUND).ok_or(())?;
+    let slots = rules::slots(rule_id, side::INBOUND).ok_or(Undecided)?;
     let flow = FlowKey {
         saddr: s.remote,
         daddr: s.local,
@@ -197,7 +201,7 @@ fn passive_established(ctx: &SockOpsContext) -> Result<(), ()> {
     Ok(())
 }
 
-fn connecting(ctx: &SockOpsContext) -> Result<(), ()> {
+fn connecting(ctx: &SockOpsContext) -> Result<(), Undecided> {
     let s = read(ctx);
     // Client-side drop mode takes its slot when the SYN leaves (client::try_egress_syn): the
     // close callback must be on by then to release it if the handshake fails, and the record
@@ -213,7 +217,8 @@ fn connecting(ctx: &SockOpsContext) -> Result<(), ()> {
         }
         return Ok(());
     }
-    let rec = conn::record(s.sk, false).ok_or(())?;
+    // No record: not a connection connect() let through under a rule.
+    let rec = conn::record(s.sk, false).ok_or(Undecided)?;
     let rule_id = rec.rule_id;
     if rule_id == 0 || rule_id == CONN_CLOSED || rec.phase != phase::RESERVED {
         return Ok(());
@@ -240,7 +245,7 @@ fn connecting(ctx: &SockOpsContext) -> Result<(), ()> {
     Ok(())
 }
 
-fn active_established(ctx: &SockOpsContext) -> Result<(), ()> {
+fn active_established(ctx: &SockOpsContext) -> Result<(), Undecided> {
     let s = read(ctx);
     let rec = record_or_warn(ctx, &s)?;
     enable_close_callback(ctx);
@@ -271,7 +276,7 @@ fn active_established(ctx: &SockOpsContext) -> Result<(), ()> {
         return Ok(());
     };
     let rule_id = cfg.id;
-    let slots = rules::slots(rule_id, side::OUTBOUND).ok_or(())?;
+    let slots = rules::slots(rule_id, side::OUTBOUND).ok_or(Undecided)?;
     force_take(slots);
     // Connected without a decision (the rule came after connect()): it still counts to its pod.
     let entity = crate::admit::take_entity_slot(cfg, rec);

@@ -4,7 +4,8 @@
 //! reads each as a constant and never walks the branch not taken (and drops it). A helper a
 //! kernel lacks can therefore sit in a dead branch without the program being refused there:
 //! one object, CO-RE only, for every supported kernel. The names are the contract with
-//! `limiter-user/src/dataplane/capabilities.rs`.
+//! `limiter-user/src/dataplane/capabilities.rs`; the daemon sets them by
+//! limiter_common::names::globals.
 
 /// 1 where connect4/6 may call `bpf_set_retval` (Linux 5.18+): a refused connect() then fails
 /// with ECONNREFUSED. 0: the refusal is the plain verdict, which the caller sees as EPERM.

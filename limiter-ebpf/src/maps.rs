@@ -1,5 +1,7 @@
 //! Every map of the dataplane. Userspace pins them under `<bpffs>/limiter/` by these names, so
-//! names are part of the pinned format (see limiter_common::MAP_LAYOUT_VERSION).
+//! names are part of the pinned format (see limiter_common::MAP_LAYOUT_VERSION). Userspace
+//! knows them as limiter_common::names::maps (`#[map(name)]` takes only a literal; a test in
+//! limiter-user checks the built object against that list).
 
 use aya_ebpf::{
     btf_maps::SkStorage,

@@ -16,6 +16,7 @@ use crate::{
     rules,
     slots::{force_take, give_back},
     sync::cas,
+    verdict::Undecided,
 };
 
 /// Context of an `iter/bpf_sk_storage_map` program (struct bpf_iter__bpf_sk_storage_map).
@@ -54,28 +55,25 @@ fn prefix_matches(a: &DestAddr, b: &DestAddr, bits: u32) -> bool {
     true
 }
 
-pub fn try_seed(ctx: *mut IterCtx) -> i32 {
+/// Adopts the socket at hand if the new rule covers it.
+#[inline(always)]
+pub fn try_seed(ctx: *mut IterCtx) -> Result<(), Undecided> {
     // SAFETY: ctx is the iterator context; sk is NULL once the walk is over.
     let sk = unsafe { (*ctx).sk };
     if sk.is_null() {
-        return 0;
+        return Ok(());
     }
-    let Some(req) = SEED.get(0) else {
-        return 0;
-    };
-    let req: SeedRequest = *req;
+    let req: SeedRequest = *SEED.get(0).ok_or(Undecided)?;
     // SAFETY: sk is the iterated socket; the helper returns NULL if it has no record.
     let p = unsafe { bpf_sk_storage_get(conns_ptr(), sk, core::ptr::null_mut(), 0) };
     // SAFETY: non-NULL result points to the socket's record.
-    let Some(rec) = (unsafe { (p as *mut ConnRecord).as_mut() }) else {
-        return 0;
-    };
+    let rec = unsafe { (p as *mut ConnRecord).as_mut() }.ok_or(Undecided)?;
     if rec.phase != phase::ESTABLISHED || !prefix_matches(&rec.dest, &req.dest, req.prefix_len) {
-        return 0;
+        return Err(Undecided);
     }
     let current = rec.rule_id;
     adopt(rec, current, req.rule_id);
-    0
+    Ok(())
 }
 
 /// Counts an established socket that holds no live slot (`current`: its record's rule id,

@@ -29,6 +29,7 @@ use crate::{
     maps::PENDING,
     rules,
     slots::{epoch_now, give_back, mark_pending, take, unpend},
+    verdict::{Undecided, sk_lookup, skb},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -37,9 +38,6 @@ const ETH_P_IP: u32 = (0x0800u16).to_be() as u32;
 const ETH_P_IPV6: u32 = (0x86ddu16).to_be() as u32;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
-
-pub const SK_PASS: u32 = 1;
-pub const SK_DROP: u32 = 0;
 
 /// The rule of `dest` if it is enforced on the server side.
 #[inline(always)]
@@ -102,7 +100,9 @@ fn admit_new_flow(cfg: &RuleConfig, flow: &FlowKey, refuse_action: usize, confir
     true
 }
 
-pub fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
+/// The verdict on a lookup for a listener: a SYN refused in reject mode finds none.
+#[inline(always)]
+pub fn try_sk_lookup(ctx: &SkLookupContext) -> Result<sk_lookup::Verdict, Undecided> {
     let l = ctx.lookup;
     // sk_lookup also runs for every UDP datagram that finds no connected socket: check the
     // protocol before reading anything else.
@@ -110,7 +110,7 @@ pub fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
     if unsafe { ctx_u32(addr_of!((*l).protocol)) } != u32::from(IPPROTO_TCP)
         || !rules::exist(rule_kinds::SERVER)
     {
-        return SK_PASS;
+        return Err(Undecided);
     }
     // SAFETY: field addresses of the program's context, each read once.
     let flow = unsafe {
@@ -131,17 +131,16 @@ pub fn try_sk_lookup(ctx: &SkLookupContext) -> u32 {
             dport: local_port as u16,
         }
     };
-    let Some(cfg) = server_rule(&flow) else {
-        return SK_PASS;
-    };
-    // Drop mode is decided by the cgroup_skb hook, which can discard silently.
+    let cfg = server_rule(&flow).ok_or(Undecided)?;
+    // Drop mode is decided by the cgroup_skb hook, which can discard silently; a flow with a
+    // reservation was decided already.
     if cfg.flags & rule_flags::MODE_DROP != 0 || PENDING.get_ptr(&flow).is_some() {
-        return SK_PASS;
+        return Err(Undecided);
     }
     if admit_new_flow(cfg, &flow, action::REJECT, false) {
-        SK_PASS
+        Ok(sk_lookup::Verdict::Pass)
     } else {
-        SK_DROP
+        Ok(sk_lookup::Verdict::Drop)
     }
 }
 
@@ -150,94 +149,103 @@ fn skb(ctx: &SkBuffContext) -> *mut __sk_buff {
     ctx.as_ptr() as *mut __sk_buff
 }
 
-/// Where the TCP header of an IPv6 packet starts, past up to four extension headers
-/// (hop-by-hop, routing, destination options, fragment); None if it is not TCP. Without the
-/// walk, a SYN carrying a hop-by-hop header would pass undecided.
+/// Reads a `T` at `offset` of the packet; a packet too short for it cannot be decided.
 #[inline(always)]
-fn ipv6_tcp_offset(ctx: &SkBuffContext) -> Option<usize> {
+fn load<T>(ctx: &SkBuffContext, offset: usize) -> Result<T, Undecided> {
+    ctx.load(offset).map_err(|_| Undecided)
+}
+
+/// Where the TCP header of an IPv6 packet starts, past up to four extension headers
+/// (hop-by-hop, routing, destination options, fragment). Without the walk, a SYN carrying a
+/// hop-by-hop header would pass undecided.
+#[inline(always)]
+fn ipv6_tcp_offset(ctx: &SkBuffContext) -> Result<usize, Undecided> {
     const HOPOPTS: u8 = 0;
     const ROUTING: u8 = 43;
     const FRAGMENT: u8 = 44;
     const DSTOPTS: u8 = 60;
-    let mut next: u8 = ctx.load(6).ok()?;
+    let mut next: u8 = load(ctx, 6)?;
     let mut offset = 40usize;
     for _ in 0..4 {
         match next {
-            IPPROTO_TCP => return Some(offset),
+            IPPROTO_TCP => return Ok(offset),
             HOPOPTS | ROUTING | DSTOPTS => {
-                let len: u8 = ctx.load(offset + 1).ok()?;
-                next = ctx.load(offset).ok()?;
+                let len: u8 = load(ctx, offset + 1)?;
+                next = load(ctx, offset)?;
                 offset += (usize::from(len) + 1) * 8;
             }
             FRAGMENT => {
-                next = ctx.load(offset).ok()?;
+                next = load(ctx, offset)?;
                 offset += 8;
             }
-            _ => return None,
+            _ => return Err(Undecided),
         }
     }
-    (next == IPPROTO_TCP).then_some(offset)
+    if next == IPPROTO_TCP {
+        Ok(offset)
+    } else {
+        // TCP past more extension headers than are walked.
+        Err(Undecided)
+    }
 }
 
 /// Reads the TCP flow and flags of an ingress packet (data starts at the network header).
 #[inline(always)]
-pub(crate) fn parse(ctx: &SkBuffContext) -> Option<(FlowKey, u8)> {
+pub(crate) fn parse(ctx: &SkBuffContext) -> Result<(FlowKey, u8), Undecided> {
     // SAFETY: the context pointer of a cgroup_skb program is a __sk_buff.
     let proto = unsafe { (*skb(ctx)).protocol };
     let (saddr, daddr, l4) = if proto == ETH_P_IP {
-        let vihl: u8 = ctx.load(0).ok()?;
-        if ctx.load::<u8>(9).ok()? != IPPROTO_TCP {
-            return None;
+        let vihl: u8 = load(ctx, 0)?;
+        if load::<u8>(ctx, 9)? != IPPROTO_TCP {
+            return Err(Undecided);
         }
-        let s: u32 = ctx.load(12).ok()?;
-        let d: u32 = ctx.load(16).ok()?;
+        let s: u32 = load(ctx, 12)?;
+        let d: u32 = load(ctx, 16)?;
         (
             addr::mapped_v4(s),
             addr::mapped_v4(d),
             usize::from(vihl & 0x0f) * 4,
         )
     } else if proto == ETH_P_IPV6 {
-        let s: [u8; 16] = ctx.load(8).ok()?;
-        let d: [u8; 16] = ctx.load(24).ok()?;
+        let s: [u8; 16] = load(ctx, 8)?;
+        let d: [u8; 16] = load(ctx, 24)?;
         (s, d, ipv6_tcp_offset(ctx)?)
     } else {
-        return None;
+        return Err(Undecided);
     };
-    let sport: u16 = ctx.load(l4).ok()?;
-    let dport: u16 = ctx.load(l4 + 2).ok()?;
-    let flags: u8 = ctx.load(l4 + 13).ok()?;
+    let sport: u16 = load(ctx, l4)?;
+    let dport: u16 = load(ctx, l4 + 2)?;
+    let flags: u8 = load(ctx, l4 + 13)?;
     let flow = FlowKey {
         saddr,
         daddr,
         sport: u16::from_be(sport),
         dport: u16::from_be(dport),
     };
-    Some((flow, flags))
+    Ok((flow, flags))
 }
 
-/// 1 lets the packet through, 0 drops it.
-pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
+/// The verdict on a packet arriving for a socket: a SYN refused in drop mode, or an ACK that
+/// would complete a handshake over the limit, is dropped.
+#[inline(always)]
+pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> Result<skb::Verdict, Undecided> {
     // Only packets handed to a listening socket matter: SYNs and handshake-completing ACKs.
     // SAFETY: the context is a __sk_buff; sk may be NULL and is checked.
     let sk = unsafe { (*skb(ctx)).__bindgen_anon_2.sk };
     if sk.is_null() {
-        return 1;
+        return Err(Undecided);
     }
     // SAFETY: non-NULL socket pointer from the context.
     let state = unsafe { (*sk).state };
     if state != BPF_TCP_LISTEN {
         connected_packet(ctx, sk as *mut core::ffi::c_void, state);
-        return 1;
+        return Err(Undecided);
     }
     if !rules::exist(rule_kinds::SERVER) {
-        return 1;
+        return Err(Undecided);
     }
-    let Some((flow, flags)) = parse(ctx) else {
-        return 1;
-    };
-    let Some(cfg) = server_rule(&flow) else {
-        return 1;
-    };
+    let (flow, flags) = parse(ctx)?;
+    let cfg = server_rule(&flow).ok_or(Undecided)?;
     let syn = flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0;
     if let Some(p) = PENDING.get_ptr_mut(&flow) {
         // SAFETY: pointer to a live map value.
@@ -248,13 +256,14 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
                     rules::count_accepted(cfg.id, side::INBOUND);
                 }
                 p.flags |= pending_flags::CONFIRMED;
-                return 1;
+                // Admitted by sk_lookup.
+                return Ok(skb::Verdict::Pass);
             }
             if p.flags & pending_flags::CONFIRMED == 0 {
                 // sk_lookup reserved for a packet that starts no handshake (a stray or
                 // duplicate ACK, a FIN): give the slot back now; the listener will answer RST.
                 give_back_reservation(cfg, &flow, p);
-                return 1;
+                return Err(Undecided);
             }
             return keep_reservation(cfg, &flow, p);
         }
@@ -263,12 +272,12 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> i32 {
         // An ACK with no reservation: a handshake that began before the rule existed, or a
         // stray ACK. Taking a slot here would let an ACK flood fill the limit; settling at
         // establishment counts the former.
-        return 1;
+        return Err(Undecided);
     }
     if admit_new_flow(cfg, &flow, action::DROP, true) {
-        1
+        Ok(skb::Verdict::Pass)
     } else {
-        0
+        Ok(skb::Verdict::Drop)
     }
 }
 
@@ -318,24 +327,26 @@ fn give_back_reservation(cfg: &RuleConfig, flow: &FlowKey, p: &Pending) {
 /// is established a moment later. Renew an old one into the current bucket; re-take a slot
 /// for an expired one, or drop the ACK when none is free.
 #[inline(always)]
-fn keep_reservation(cfg: &RuleConfig, flow: &FlowKey, p: &mut Pending) -> i32 {
+fn keep_reservation(
+    cfg: &RuleConfig,
+    flow: &FlowKey,
+    p: &mut Pending,
+) -> Result<skb::Verdict, Undecided> {
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
     if u64::from(p.epoch) == epoch || p.flags & pending_flags::NO_SLOT != 0 {
-        return 1;
+        return Ok(skb::Verdict::Pass);
     }
-    let Some(slots) = rules::slots(cfg.id, side::INBOUND) else {
-        return 1;
-    };
+    let slots = rules::slots(cfg.id, side::INBOUND).ok_or(Undecided)?;
     let moved = unpend(slots, u64::from(p.epoch), epoch);
     let held = moved || take(slots, cfg.max_connections);
     if held && mark_pending(slots, epoch) {
         p.epoch = epoch as u32;
-        return 1;
+        return Ok(skb::Verdict::Pass);
     }
     if cfg.flags & rule_flags::DRY_RUN != 0 {
-        return 1;
+        return Ok(skb::Verdict::Pass);
     }
     rules::count_refusal(
         cfg.id,
@@ -345,5 +356,5 @@ fn keep_reservation(cfg: &RuleConfig, flow: &FlowKey, p: &mut Pending) -> i32 {
         &addr::dest(flow.daddr, flow.dport),
         &flow.saddr,
     );
-    0
+    Ok(skb::Verdict::Drop)
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use limiter_common::names::pins;
 use limiter_integration_tests::status::counter;
 use limiter_integration_tests::{Daemon, Testbed, require_root, wait_until};
 use serde_json::Value;
@@ -17,7 +18,7 @@ const FLOOD_SECONDS: &str = "5";
 
 /// Kernel memory of every map pinned under `<bpffs>/limiter/maps`, by name.
 fn map_memory(bpffs: &Path) -> Vec<(String, u64)> {
-    let dir = bpffs.join("limiter/maps");
+    let dir = bpffs.join("limiter").join(pins::MAPS_DIR);
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("list pinned maps") {
         let path = entry.expect("map pin").path();

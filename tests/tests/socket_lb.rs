@@ -17,6 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use limiter_common::names::programs;
 use limiter_common::sys::{prog_by_id, prog_name};
 use limiter_integration_tests::foreign::{CONNECT4, effective};
 use limiter_integration_tests::kube_api::FakeKubeApi;
@@ -87,7 +88,7 @@ fn positions(lb: &SocketLb) -> (usize, usize) {
     };
     (
         of(&|(id, _)| *id == lb.prog_id),
-        of(&|(_, n)| n == "limiter_conn4"),
+        of(&|(_, n)| n == programs::CONNECT4),
     )
 }
 

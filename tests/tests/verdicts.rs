@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
+use limiter_common::names::pins;
 use limiter_integration_tests::bpf;
 use limiter_integration_tests::status::{find_destination, refused};
 use limiter_integration_tests::{Daemon, require_root};
@@ -19,7 +20,7 @@ const TCP: i32 = libc::IPPROTO_TCP;
 
 /// The program behind the first pinned link whose name starts with `prefix`.
 fn program(daemon: &Daemon, prefix: &str) -> OwnedFd {
-    let links = daemon.bpffs().join("limiter/links");
+    let links = daemon.bpffs().join("limiter").join(pins::LINKS_DIR);
     let pin = std::fs::read_dir(&links)
         .expect("the daemon's links folder")
         .filter_map(Result::ok)
@@ -79,7 +80,7 @@ fn sk_lookup_verdict_on_every_server_side_path() {
         "server",
     ];
     daemon.set(dropped, &dm);
-    let prog = program(&daemon, "sk_lookup-");
+    let prog = program(&daemon, pins::SK_LOOKUP_PREFIX);
     let a = |port: u16| format!("198.51.100.1:{port}");
     let b = |port: u16| format!("198.51.100.2:{port}");
 
@@ -143,7 +144,7 @@ fn cgroup_skb_passes_packets_of_sockets_that_are_not_listeners() {
         &["--max-connections", "1", "--mode", "drop", "--side", "both"],
     );
     let syn = bpf::syn_frame("198.51.100.1:40001".parse().unwrap(), dest.parse().unwrap());
-    for prefix in ["cgroup_ingress", "cgroup_egress"] {
+    for prefix in [pins::CGROUP_INGRESS, pins::CGROUP_EGRESS] {
         let prog = program(&daemon, prefix);
         for _ in 0..3 {
             let run = bpf::test_run(&prog, &syn, &[], 1).expect("BPF_PROG_TEST_RUN of cgroup_skb");

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use aya::maps::{HashMap, MapData};
 use limiter_common::{
     Breaker, BreakerConfig, BreakerKey, EXACT_PREFIX_BITS, action, breaker_state, gate_deadline,
-    gate_state,
+    gate_state, names,
 };
 
 use crate::rules::dest::Dest;
@@ -33,9 +33,9 @@ pub struct Breakers {
 impl Breakers {
     pub fn open(ebpf: &mut aya::Ebpf) -> anyhow::Result<Self> {
         Ok(Self {
-            policies: super::take_map(ebpf, "BREAKER_RULES")?,
-            breakers: super::take_map(ebpf, "BREAKERS")?,
-            ejected: super::take_map(ebpf, "EJECTED")?,
+            policies: super::take_map(ebpf, names::maps::BREAKER_RULES)?,
+            breakers: super::take_map(ebpf, names::maps::BREAKERS)?,
+            ejected: super::take_map(ebpf, names::maps::EJECTED)?,
         })
     }
 

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use limiter_common::rule_kinds;
+use limiter_common::{names, rule_kinds};
 
 use super::sys;
 
@@ -65,8 +65,8 @@ impl Kinds {
         Self {
             counts: Counts::default(),
             written: None,
-            kinds_pin: maps_dir.join("RULE_KINDS"),
-            breakers_pin: maps_dir.join("BREAKERS_ON"),
+            kinds_pin: maps_dir.join(names::maps::RULE_KINDS),
+            breakers_pin: maps_dir.join(names::maps::BREAKERS_ON),
         }
     }
 

@@ -24,6 +24,10 @@ mod programs;
 pub mod sys;
 mod tables;
 
+#[cfg(test)]
+#[path = "names_tests.rs"]
+mod names_tests;
+
 pub use boundary::Dataplane;
 
 pub use sys::monotonic_ns;
@@ -32,7 +36,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
 
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader};
-use limiter_common::MAP_LAYOUT_VERSION;
+use limiter_common::{MAP_LAYOUT_VERSION, names};
 use tracing::{info, warn};
 
 use self::capabilities::{Capabilities, SEED_ITERATOR, SET_RETVAL};
@@ -124,7 +128,7 @@ fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 /// Refuses to reuse pinned maps of another layout: they would be misread, or reset. A build
 /// that changes the layout bumps MAP_LAYOUT_VERSION and adds its migration here.
 fn check_layout(maps_dir: &std::path::Path) -> anyhow::Result<()> {
-    let pin = maps_dir.join("LAYOUT");
+    let pin = maps_dir.join(names::maps::LAYOUT);
     if !pin.exists() {
         let leftovers = std::fs::read_dir(maps_dir)?.next().is_some();
         anyhow::ensure!(
@@ -136,7 +140,7 @@ fn check_layout(maps_dir: &std::path::Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let found = sys::read_u32_array(&pin, 0).context("read the pinned map layout version")?;
-    let links_dir = maps_dir.with_file_name("links");
+    let links_dir = maps_dir.with_file_name(names::pins::LINKS_DIR);
     let attached = std::fs::read_dir(&links_dir).is_ok_and(|mut d| d.next().is_some());
     if found == 0 && !attached {
         // A start that failed after its maps were pinned but before it wrote the version (a
@@ -198,8 +202,8 @@ fn load_object(maps_dir: &std::path::Path, caps: &Capabilities) -> Result<Ebpf, 
     let adopt_on_packet = u8::from(!caps.has(SEED_ITERATOR));
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(maps_dir)
-        .override_global("LIMITER_HAS_SET_RETVAL", &has_set_retval, true)
-        .override_global("LIMITER_ADOPT_ON_PACKET", &adopt_on_packet, true)
+        .override_global(names::globals::HAS_SET_RETVAL, &has_set_retval, true)
+        .override_global(names::globals::ADOPT_ON_PACKET, &adopt_on_packet, true)
         .load(OBJECT)
         .with_context(|| {
             format!(
@@ -249,9 +253,10 @@ fn check_neighbours(
 /// a Service address): only then do they count a Service's endpoints as the Service.
 fn set_translated_first(ebpf: &mut Ebpf, found: &neighbours::Neighbours) -> anyhow::Result<bool> {
     let first = u32::from(found.translation_possible_before_us());
+    let name = names::maps::TRANSLATED_FIRST;
     let map = ebpf
-        .map_mut("TRANSLATED_FIRST")
-        .ok_or_else(|| anyhow::anyhow!("map TRANSLATED_FIRST missing from the object"))?;
+        .map_mut(name)
+        .ok_or_else(|| anyhow::anyhow!("map {name} missing from the object"))?;
     let mut flag: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map)?;
     if flag.get(&0, 0).ok() != Some(first) {
         flag.set(0, &first, 0)
@@ -284,8 +289,8 @@ impl EbpfDataplane {
         let cgroup = sys::cgroup2_root(opts.cgroup.as_deref())?;
         sys::ensure_bpffs(&opts.bpffs)?;
         let pin_dir = opts.bpffs.join(crate::paths::PIN_DIR_NAME);
-        let maps_dir = pin_dir.join("maps");
-        let links_dir = pin_dir.join("links");
+        let maps_dir = pin_dir.join(names::pins::MAPS_DIR);
+        let links_dir = pin_dir.join(names::pins::LINKS_DIR);
         for dir in [&maps_dir, &links_dir] {
             std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         }
@@ -314,13 +319,13 @@ impl EbpfDataplane {
         // crate into tracing.
         let kernel_log = aya_log::EbpfLogger::init(&mut ebpf).context("read aya-log records")?;
         spawn_kernel_log(kernel_log)?;
-        sys::write_u32_array(&maps_dir.join("LAYOUT"), 0, MAP_LAYOUT_VERSION)
+        sys::write_u32_array(&maps_dir.join(names::maps::LAYOUT), 0, MAP_LAYOUT_VERSION)
             .context("record the map layout version")?;
         let tables = tables::Tables::open(&mut ebpf)?;
         let pinned = tables.existing()?;
         // The new programs skip hooks by RULE_KINDS from their first packet: it must name the
         // kinds of the rules already pinned before they are attached.
-        sys::write_u32_array(&maps_dir.join("RULE_KINDS"), 0, pinned.kinds)
+        sys::write_u32_array(&maps_dir.join(names::maps::RULE_KINDS), 0, pinned.kinds)
             .context("write the rule kinds switch")?;
         programs::attach_cgroup(&mut ebpf, &cgroup, &links_dir).with_context(|| {
             format!(
@@ -330,10 +335,10 @@ impl EbpfDataplane {
         })?;
         let namespaces = programs::sync_lookup(&mut ebpf, &links_dir, true)?;
         let translated_first = check_neighbours(&mut ebpf, &cgroup, &links_dir)?;
-        let aliases = aliases::Aliases::open(take_map(&mut ebpf, "ALIASES")?)?;
+        let aliases = aliases::Aliases::open(take_map(&mut ebpf, names::maps::ALIASES)?)?;
         let events = events::EventFeed::start(
-            take_map(&mut ebpf, "EVENTS")?,
-            take_map(&mut ebpf, "EVENT_STATS")?,
+            take_map(&mut ebpf, names::maps::EVENTS)?,
+            take_map(&mut ebpf, names::maps::EVENT_STATS)?,
         )?;
         let breakers = breakers::Breakers::open(&mut ebpf)?;
         let mut rules = pinned.rules;

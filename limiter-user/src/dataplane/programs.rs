@@ -17,6 +17,7 @@ use aya::{
     Ebpf,
     programs::{CgroupAttachMode, CgroupSkbAttachType, Iter, SkLookup, links::FdLink},
 };
+use limiter_common::names::{maps, pins, programs};
 use tracing::{info, warn};
 
 use super::sys::link_update;
@@ -26,20 +27,17 @@ use super::sys::link_update;
 /// first releases, under `<bpffs>/limiter/links/` (the folder names us), so that a daemon
 /// of this version adopts the links an older one pinned, with no gap.
 pub const CGROUP_PROGRAMS: [(&str, &str); 5] = [
-    ("limiter_sockops", "sock_ops"),
-    ("limiter_ingress", "cgroup_ingress"),
-    ("limiter_egress", "cgroup_egress"),
-    ("limiter_conn4", "connect4"),
-    ("limiter_conn6", "connect6"),
+    (programs::SOCK_OPS, pins::SOCK_OPS),
+    (programs::INGRESS, pins::CGROUP_INGRESS),
+    (programs::EGRESS, pins::CGROUP_EGRESS),
+    (programs::CONNECT4, pins::CONNECT4),
+    (programs::CONNECT6, pins::CONNECT6),
 ];
-const LOOKUP_PROGRAM: &str = "limiter_lookup";
-const SEED_PROGRAM: &str = "limiter_seed";
-const LOOKUP_PIN_PREFIX: &str = "sk_lookup-";
 
 /// Loads every enforcing program into the kernel (not attached yet).
 pub fn load_all(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     let names = CGROUP_PROGRAMS.iter().map(|(program, _)| program);
-    for name in names.chain([&LOOKUP_PROGRAM]) {
+    for name in names.chain([&programs::LOOKUP]) {
         let prog = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the object"))?;
@@ -58,7 +56,7 @@ pub fn load_all(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 /// Loads the seeding iterator (optional: see capabilities::SEED_ITERATOR).
 pub fn load_seed(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     let btf = aya::Btf::from_sys_fs().context("read kernel BTF (/sys/kernel/btf/vmlinux)")?;
-    let seed: &mut Iter = program(ebpf, SEED_PROGRAM)?;
+    let seed: &mut Iter = program(ebpf, programs::SEED)?;
     seed.load("bpf_sk_storage_map", &btf)
         .context("load the seeding iterator (needs BPF iterators, Linux 5.9+)")?;
     Ok(())
@@ -117,7 +115,7 @@ pub fn attach_cgroup(ebpf: &mut Ebpf, cgroup: &Path, links_dir: &Path) -> anyhow
                 p.take_link(id)?.try_into()?
             }
             aya::programs::Program::CgroupSkb(p) => {
-                let direction = if name == "limiter_egress" {
+                let direction = if name == programs::EGRESS {
                     CgroupSkbAttachType::Egress
                 } else {
                     CgroupSkbAttachType::Ingress
@@ -168,13 +166,13 @@ pub fn namespaces() -> BTreeMap<u64, PathBuf> {
 /// removes the pins of namespaces that are gone. Returns the number of namespaces covered.
 pub fn sync_lookup(ebpf: &mut Ebpf, links_dir: &Path, fresh: bool) -> anyhow::Result<usize> {
     let live = namespaces();
-    let prog: &mut SkLookup = program(ebpf, LOOKUP_PROGRAM)?;
+    let prog: &mut SkLookup = program(ebpf, programs::LOOKUP)?;
     let fd = prog.fd()?.try_clone()?;
     let mut pinned = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(links_dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(ino) = name
-            .strip_prefix(LOOKUP_PIN_PREFIX)
+            .strip_prefix(pins::SK_LOOKUP_PREFIX)
             .and_then(|s| s.parse().ok())
         {
             if live.contains_key(&ino) {
@@ -185,7 +183,7 @@ pub fn sync_lookup(ebpf: &mut Ebpf, links_dir: &Path, fresh: bool) -> anyhow::Re
         }
     }
     for (ino, path) in &live {
-        let pin = links_dir.join(format!("{LOOKUP_PIN_PREFIX}{ino}"));
+        let pin = links_dir.join(format!("{}{ino}", pins::SK_LOOKUP_PREFIX));
         if pinned.contains(ino) && !fresh {
             continue;
         }
@@ -208,8 +206,8 @@ pub fn sync_lookup(ebpf: &mut Ebpf, links_dir: &Path, fresh: bool) -> anyhow::Re
 
 /// Runs the seeding iterator over the socket records (the pinned CONNS map in `maps_dir`).
 pub fn run_seed(ebpf: &mut Ebpf, maps_dir: &Path) -> anyhow::Result<()> {
-    let map_fd = super::sys::obj_get(&maps_dir.join("CONNS")).context("open the CONNS map")?;
-    let prog: &mut Iter = program(ebpf, SEED_PROGRAM)?;
+    let map_fd = super::sys::obj_get(&maps_dir.join(maps::CONNS)).context("open the CONNS map")?;
+    let prog: &mut Iter = program(ebpf, programs::SEED)?;
     let prog_fd = prog.fd()?.try_clone()?;
     super::sys::run_map_iterator(&prog_fd, &map_fd).context("run the seeding iterator")?;
     Ok(())

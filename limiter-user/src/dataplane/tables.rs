@@ -14,7 +14,7 @@ use aya::{
 };
 use limiter_common::{
     DestAddr, PENDING_BUCKET_NS, RuleConfig, RuleState, RuleStats, SHED_TTL_NS, SeedRequest,
-    ShedLimit, SideSlots, SideStats, action, reason, rule_flags,
+    ShedLimit, SideSlots, SideStats, action, names, reason, rule_flags,
 };
 
 use crate::rules::dest::Dest;
@@ -137,12 +137,12 @@ fn kernel_key(dest: &Dest) -> anyhow::Result<(u32, DestAddr)> {
 impl Tables {
     pub fn open(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         Ok(Self {
-            rules: super::take_map(ebpf, "RULES")?,
-            state: super::take_map(ebpf, "RULE_STATE")?,
-            stats: super::take_map(ebpf, "RULE_STATS")?,
-            seed: super::take_map(ebpf, "SEED")?,
-            adopt_gen: super::take_map(ebpf, "ADOPT_GEN")?,
-            shed: super::take_map(ebpf, "SHED")?,
+            rules: super::take_map(ebpf, names::maps::RULES)?,
+            state: super::take_map(ebpf, names::maps::RULE_STATE)?,
+            stats: super::take_map(ebpf, names::maps::RULE_STATS)?,
+            seed: super::take_map(ebpf, names::maps::SEED)?,
+            adopt_gen: super::take_map(ebpf, names::maps::ADOPT_GEN)?,
+            shed: super::take_map(ebpf, names::maps::SHED)?,
         })
     }
 
