@@ -27,6 +27,7 @@ mod events;
 mod features;
 mod maps;
 mod outcome;
+mod packet;
 mod rules;
 mod seed;
 mod server;

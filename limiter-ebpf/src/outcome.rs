@@ -167,7 +167,7 @@ pub fn on_ingress(ctx: &SkBuffContext, rec: &mut ConnRecord, state: u32) {
     if !connecting && now.saturating_sub(rec.established_ns) >= RESET_WINDOW_NS {
         return;
     }
-    if let Ok((_, flags)) = crate::server::parse(ctx)
+    if let Ok((_, flags)) = crate::packet::parse(ctx)
         && flags & TCP_FLAG_RST != 0
     {
         rec.flags |= CONN_F_RST;
