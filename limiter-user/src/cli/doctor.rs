@@ -91,7 +91,9 @@ impl Report {
                 Err(e) => problems.push(format!("{e:#}")),
             }
             if let Some(cg) = &cgroup_root {
-                let links = bpffs.join(crate::paths::PIN_DIR_NAME).join("links");
+                let links = bpffs
+                    .join(crate::paths::PIN_DIR_NAME)
+                    .join(limiter_common::names::pins::LINKS_DIR);
                 let scan = neighbours::scan(cg, &links, true);
                 for p in scan.others() {
                     if let Some(note) = p.note {

@@ -129,7 +129,9 @@ impl BenchDaemon {
     }
 
     pub fn links_dir(&self) -> PathBuf {
-        self.dir.join("bpffs/limiter/links")
+        self.dir
+            .join("bpffs/limiter")
+            .join(limiter_common::names::pins::LINKS_DIR)
     }
 
     fn pinned_link_ids(&self) -> Result<Vec<u32>> {
