@@ -1,6 +1,7 @@
 //! limiter's project tasks, usually run through `./x` (which installs the toolchain first):
 //! `cargo xtask test` runs every test, `cargo xtask lint` every check CI makes.
 mod bench;
+mod module_cycles;
 mod overload_plot;
 mod vm;
 
@@ -141,6 +142,14 @@ fn test(args: &TestArgs) -> Result<()> {
 
 fn lint() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    for krate in [
+        "limiter-user",
+        "limiter-overload",
+        "limiter-common",
+        "limiter-ebpf",
+    ] {
+        module_cycles::check(&root().join(krate).join("src"))?;
+    }
     // `--workspace` would include the eBPF crate, which does not build for the host.
     run(cargo()
         .args(["clippy", "--workspace", "--exclude", "limiter-ebpf"])
