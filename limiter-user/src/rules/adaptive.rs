@@ -99,61 +99,39 @@ impl<'de> Deserialize<'de> for Span {
 
 /// `--adaptive` and its parameters; every field defaults to the reference behaviour (kratos'
 /// window and threshold, our cool-down). An empty table (`adaptive = {}`) turns it on. The doc
-/// comments are the flags' help in `limiter set`.
+/// comments are the flags' help in `limiter set`; the group makes every one of them need
+/// `--adaptive`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[group(id = "adaptive_settings", multiple = true, requires = "adaptive")]
+#[command(next_help_heading = "Overload protection")]
 #[serde(deny_unknown_fields)]
 pub struct Adaptive {
     /// Filtered CPU of the workload, as a fraction of what it may use (its cgroup quota),
     /// above which --adaptive sheds, e.g. 0.8. [default: 0.8]
-    #[arg(
-        long,
-        value_name = "FRACTION",
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
+    #[arg(long, value_name = "FRACTION")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_threshold: Option<Fraction>,
 
     /// Window of completed connections that maxPass and minRt come from, e.g. 10s.
     /// [default: 10s]
-    #[arg(
-        long,
-        value_name = "DURATION",
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
+    #[arg(long, value_name = "DURATION")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Span>,
 
     /// Buckets in the window (2-1000), e.g. 100. [default: 100]
-    #[arg(
-        long,
-        value_name = "N",
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
+    #[arg(long, value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buckets: Option<u32>,
 
     /// How long shedding stays armed after the CPU was last above the threshold, e.g. 1s.
     /// [default: 1s]
-    #[arg(
-        long,
-        value_name = "DURATION",
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
+    #[arg(long, value_name = "DURATION")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<Span>,
 
     /// The workload's cgroup as /proc/PID/cgroup prints it, e.g. /kubepods/burstable/pod12.
     /// [default: the cgroup of the process listening on DEST on this node, else the node]
-    #[arg(
-        long,
-        value_name = "CGROUP",
-        requires = "adaptive",
-        help_heading = "Overload protection"
-    )]
+    #[arg(long, value_name = "CGROUP")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_cgroup: Option<String>,
 }
