@@ -33,9 +33,10 @@ pub mod maps {
     pub const BREAKERS_ON: &str = "BREAKERS_ON";
     pub const SELF_REFUSED: &str = "SELF_REFUSED";
     pub const RULE_KINDS: &str = "RULE_KINDS";
+    pub const OPAQUE: &str = "OPAQUE";
 
     /// Every map of limiter's own (aya-log adds its own maps besides).
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         RULES,
         RULE_STATE,
         RULE_STATS,
@@ -56,6 +57,7 @@ pub mod maps {
         BREAKERS_ON,
         SELF_REFUSED,
         RULE_KINDS,
+        OPAQUE,
     ];
 }
 

@@ -138,10 +138,14 @@ pub fn on_connect(key: &BreakerKey, cfg: &BreakerConfig, now: u64) -> Option<(Ga
     Some((verdict, Found(b)))
 }
 
-/// Gives back a probe that did not go out (the connection was refused for another reason).
+/// Gives back a probe of the breaker of `key` that did not go out (the connection was refused
+/// for another reason). Found again by its key: a pointer carried from [`on_connect`] through
+/// the admission decision made the verifier walk the decision twice (see verifier.rs).
 #[inline(always)]
-pub fn return_probe(found: Found) {
-    fetch_add(field!(found.0, probes_left), 1);
+pub fn return_probe(key: &BreakerKey) {
+    if let Some(b) = BREAKERS.get_ptr_mut(key) {
+        fetch_add(field!(b, probes_left), 1);
+    }
 }
 
 /// Counts a connect() this breaker refused, by action (limiter_common::action).

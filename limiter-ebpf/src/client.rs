@@ -108,26 +108,27 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<sock_addr::Verdict
     let now = unsafe { bpf_ktime_get_ns() };
     let epoch = epoch_now(now);
     // The breaker first: an endpoint it holds open is refused before it can take a slot.
-    let (tracked, found) = match breaker_gate(cfg, &dialed, &dest, now) {
-        BreakerSays::Through { flags, found } => (flags, found),
+    let tracked = match breaker_gate(cfg, &dialed, &dest, now) {
+        BreakerSays::Through(flags) => flags,
         BreakerSays::Refuse(found) if cfg.flags & rule_flags::DRY_RUN != 0 => {
             count_breaker_refusal(cfg, &dialed, found, action::DRY_RUN, &entity);
-            (CONN_F_BREAKER | endpoint_flag(&dialed, &dest), Some(found))
+            CONN_F_BREAKER | endpoint_flag(&dialed, &dest)
         }
         BreakerSays::Refuse(found) => {
             count_breaker_refusal(cfg, &dialed, found, action::REJECT, &entity);
             return Ok(refuse());
         }
     };
+    // Each breaker outcome is a different constant here; as one unknown value the verifier
+    // walks the decision below once, not once per outcome (verifier.rs).
+    let tracked = crate::verifier::opaque(u64::from(tracked)) as u8;
     match decide(cfg, side::OUTBOUND, &entity, now, epoch) {
         Decision::Admit { flags } => {
             let Some(rec) = existing.or_else(|| conn::record(sk, true)) else {
                 // No socket storage for it (the kernel could not allocate): it goes uncounted;
                 // its reservation expires with its bucket, and a probe is given back.
-                if tracked & CONN_F_PROBE != 0
-                    && let Some(found) = found
-                {
-                    breaker::return_probe(found);
+                if tracked & CONN_F_PROBE != 0 {
+                    breaker::return_probe(&breaker::key(cfg.id, &dialed));
                 }
                 return Err(Undecided);
             };
@@ -146,11 +147,9 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<sock_addr::Verdict
             Ok(sock_addr::Verdict::Allow)
         }
         Decision::Refuse(reason) => {
-            if tracked & CONN_F_PROBE != 0
-                && let Some(found) = found
-            {
+            if tracked & CONN_F_PROBE != 0 {
                 // Refused for another reason: the probe did not go out.
-                breaker::return_probe(found);
+                breaker::return_probe(&breaker::key(cfg.id, &dialed));
             }
             if cfg.flags & rule_flags::DRY_RUN != 0 {
                 rules::count_refusal(
@@ -197,12 +196,8 @@ fn endpoint_flag(dialed: &DestAddr, dest: &DestAddr) -> u8 {
 
 /// What the breaker of an endpoint says to a connect().
 enum BreakerSays {
-    /// Let it through with these record flags (0 for a rule without a breaker), and the
-    /// breaker if one was found.
-    Through {
-        flags: u8,
-        found: Option<breaker::Found>,
-    },
+    /// Let it through with these record flags (0 for a rule without a breaker).
+    Through(u8),
     /// Refuse it.
     Refuse(breaker::Found),
 }
@@ -210,10 +205,7 @@ enum BreakerSays {
 /// What the breaker of the endpoint `dialed` says to a connect() under `cfg`.
 #[inline(always)]
 fn breaker_gate(cfg: &RuleConfig, dialed: &DestAddr, dest: &DestAddr, now: u64) -> BreakerSays {
-    let untracked = BreakerSays::Through {
-        flags: 0,
-        found: None,
-    };
+    let untracked = BreakerSays::Through(0);
     if cfg.flags & rule_flags::BREAKER == 0 {
         return untracked;
     }
@@ -224,18 +216,8 @@ fn breaker_gate(cfg: &RuleConfig, dialed: &DestAddr, dest: &DestAddr, now: u64) 
     match breaker::on_connect(&breaker::key(cfg.id, dialed), policy, now) {
         // A full table: this endpoint has no breaker, but its outcomes are still reported (a
         // breaker may be created for it once there is room).
-        None => BreakerSays::Through {
-            flags: tracked,
-            found: None,
-        },
-        Some((breaker::Gate::Pass, found)) => BreakerSays::Through {
-            flags: tracked,
-            found: Some(found),
-        },
-        Some((breaker::Gate::Probe, found)) => BreakerSays::Through {
-            flags: tracked | CONN_F_PROBE,
-            found: Some(found),
-        },
+        None | Some((breaker::Gate::Pass, _)) => BreakerSays::Through(tracked),
+        Some((breaker::Gate::Probe, _)) => BreakerSays::Through(tracked | CONN_F_PROBE),
         Some((breaker::Gate::Refuse, found)) => BreakerSays::Refuse(found),
     }
 }

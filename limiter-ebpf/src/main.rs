@@ -34,6 +34,7 @@ mod server;
 mod slots;
 mod sync;
 mod verdict;
+mod verifier;
 
 use aya_ebpf::{
     macros::{cgroup_sock_addr, sk_lookup, sock_ops},

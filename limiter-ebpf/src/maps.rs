@@ -63,6 +63,11 @@ pub static SOURCES: LruHashMap<SourceKey, SideSlots> = LruHashMap::pinned(capaci
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
+/// A word that is always 0 and that the verifier cannot know (verifier.rs): nothing writes
+/// it. Not pinned.
+#[map(name = "OPAQUE")]
+pub static OPAQUE: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Per-CPU event counters and rate budget (index 0).
 #[map(name = "EVENT_STATS")]
 pub static EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::pinned(1, 0);
