@@ -15,7 +15,9 @@ pub const TCP_FLAG_SYN: u8 = 0x02;
 pub const TCP_FLAG_ACK: u8 = 0x10;
 
 #[inline(always)]
-pub fn skb(ctx: &SkBuffContext) -> *mut __sk_buff {
+/// The context as the kernel's `__sk_buff`, for the fields aya does not wrap (named apart from
+/// verdict.rs's `skb` module, which server.rs imports beside it).
+pub fn raw_skb(ctx: &SkBuffContext) -> *mut __sk_buff {
     ctx.as_ptr() as *mut __sk_buff
 }
 
@@ -63,7 +65,7 @@ fn ipv6_tcp_offset(ctx: &SkBuffContext) -> Result<usize, Undecided> {
 #[inline(always)]
 pub fn parse(ctx: &SkBuffContext) -> Result<(FlowKey, u8), Undecided> {
     // SAFETY: the context pointer of a cgroup_skb program is a __sk_buff.
-    let proto = unsafe { (*skb(ctx)).protocol };
+    let proto = unsafe { (*raw_skb(ctx)).protocol };
     let (saddr, daddr, l4) = if proto == ETH_P_IP {
         let vihl: u8 = load(ctx, 0)?;
         if load::<u8>(ctx, 9)? != IPPROTO_TCP {

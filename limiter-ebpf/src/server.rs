@@ -26,7 +26,7 @@ use crate::{
     addr::{self, ctx_ip6, ctx_u32},
     admit::{Decision, decide, source_slots},
     maps::PENDING,
-    packet::{IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_SYN, parse, skb},
+    packet::{IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_SYN, parse, raw_skb},
     rules,
     slots::{epoch_now, give_back, mark_pending, take, unpend},
     verdict::{Undecided, sk_lookup, skb},
@@ -143,7 +143,7 @@ pub fn try_sk_lookup(ctx: &SkLookupContext) -> Result<sk_lookup::Verdict, Undeci
 pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> Result<skb::Verdict, Undecided> {
     // Only packets handed to a listening socket matter: SYNs and handshake-completing ACKs.
     // SAFETY: the context is a __sk_buff; sk may be NULL and is checked.
-    let sk = unsafe { (*skb(ctx)).__bindgen_anon_2.sk };
+    let sk = unsafe { (*raw_skb(ctx)).__bindgen_anon_2.sk };
     if sk.is_null() {
         return Err(Undecided);
     }
