@@ -141,6 +141,9 @@ pub fn terminal(runs: &[KernelRun]) -> String {
         out += &line(row.each_ref().map(String::as_str));
     }
     for r in runs {
+        for why in &r.failed_boots {
+            out += &format!("{}: booted again after a failed boot: {why}\n", r.series);
+        }
         if let Outcome::Fail(why) | Outcome::Unsupported(why) = &r.outcome {
             out += &format!("{}: {why}\n", r.series);
         }
@@ -243,6 +246,20 @@ pub fn markdown(runs: &[KernelRun], host: Option<&Host>, from: &Provenance) -> S
         md += &notes.join("\n");
         md += "\n";
     }
+    let retried: Vec<String> = runs
+        .iter()
+        .flat_map(|r| {
+            r.failed_boots
+                .iter()
+                .map(move |why| format!("- {}: {}", r.release, cell(why)))
+        })
+        .collect();
+    if !retried.is_empty() {
+        md += "\n## Boots retried\n\nA boot that fails before the guest runs anything (no \
+               limiter code has run) is tried once more; these failed:\n\n";
+        md += &retried.join("\n");
+        md += "\n";
+    }
     if let Some(host) = host {
         md += &format!(
             "\n## The host\n\nThe run above was made on a machine of this project's kind, \
@@ -315,6 +332,7 @@ mod tests {
                 wall: Duration::from_secs(31),
                 prepare: Duration::ZERO,
                 cgroup: Some("cgroup v2 alone at `/sys/fs/cgroup`".into()),
+                failed_boots: Vec::new(),
             },
             KernelRun {
                 series: "6.1",
@@ -337,6 +355,7 @@ mod tests {
                 wall: Duration::from_millis(64_400),
                 prepare: Duration::ZERO,
                 cgroup: Some("cgroup v2 alone at `/sys/fs/cgroup`".into()),
+                failed_boots: Vec::new(),
             },
             KernelRun {
                 series: "6.12",
@@ -361,6 +380,7 @@ mod tests {
                 wall: Duration::from_secs(70),
                 prepare: Duration::ZERO,
                 cgroup: Some("cgroup v2 alone at `/sys/fs/cgroup`".into()),
+                failed_boots: Vec::new(),
             },
         ]
     }

@@ -77,6 +77,8 @@ pub struct KernelRun {
     pub prepare: Duration,
     /// The guest's cgroup mounts, described ([`cgroup_mounts`]); None if it never said.
     pub cgroup: Option<String>,
+    /// Why each earlier boot of this kernel failed before the suite ran (see `MAX_BOOTS`).
+    pub failed_boots: Vec<String>,
 }
 
 impl KernelRun {
@@ -99,6 +101,9 @@ pub struct GuestResults {
     pub finished: bool,
     /// The console's last line (vng's or qemu's own error when the guest never ran).
     pub console_tail: Option<String>,
+    /// The guest kernel's panic line, if it panicked (its last line is then only the
+    /// panic's `Kernel Offset` trailer).
+    pub panic: Option<String>,
     /// The guest's cgroup and bpf mounts (`/proc/mounts` lines).
     pub mounts: Option<String>,
 }
@@ -121,6 +126,29 @@ impl GuestResults {
                     .rfind(|l| !l.is_empty())
                     .map(str::to_string)
             }),
+            panic: text("console.log").and_then(|t| {
+                t.lines()
+                    .map(|l| l.trim())
+                    .find(|l| l.contains("Kernel panic"))
+                    .map(str::to_string)
+            }),
+        }
+    }
+
+    /// The guest never reached the suite (no `uname` written) and was not killed for time:
+    /// the boot itself failed, before any of limiter's code ran.
+    pub fn boot_failed(&self, timed_out: bool) -> bool {
+        !timed_out && self.uname.is_none()
+    }
+
+    /// Why the boot failed, in a line (see [`Self::boot_failed`]).
+    pub fn boot_failure(&self) -> String {
+        match &self.panic {
+            Some(panic) => format!("the guest kernel panicked while booting: {panic}"),
+            None => {
+                let last = self.console_tail.as_deref().unwrap_or("nothing");
+                format!("the guest ran nothing (boot failure?); the console's last line: {last}")
+            }
         }
     }
 
@@ -188,8 +216,7 @@ impl GuestResults {
             return Outcome::Fail(if timed_out {
                 "timed out before the daemon started (see console.log)".into()
             } else if self.uname.is_none() {
-                let last = self.console_tail.as_deref().unwrap_or("nothing");
-                format!("the guest ran nothing (boot failure?); the console's last line: {last}")
+                self.boot_failure()
             } else {
                 "the smoke suite recorded no daemon start (see smoke.log)".into()
             });
@@ -284,6 +311,7 @@ mod tests {
             lines: parse_lines(jsonl),
             finished: true,
             console_tail: None,
+            panic: None,
             mounts: None,
         }
     }
@@ -362,6 +390,32 @@ mod tests {
             )
         );
         assert!(matches!(none.outcome(true), Outcome::Fail(m) if m.contains("timed out")));
+        assert!(none.boot_failed(false) && !none.boot_failed(true));
+    }
+
+    #[test]
+    fn a_panic_is_named_by_its_panic_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("console.log"),
+            "[    3.2] Run /init as init process\r\n\
+             [    3.3] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b\r\n\
+             [    3.3] Kernel Offset: 0x17200000 from 0xffffffff81000000\r\n",
+        )
+        .unwrap();
+        let read = GuestResults::read(dir.path());
+        assert!(read.boot_failed(false));
+        assert_eq!(
+            read.outcome(false),
+            Outcome::Fail(
+                "the guest kernel panicked while booting: [    3.3] Kernel panic - not \
+                 syncing: Attempted to kill init! exitcode=0x0000000b"
+                    .into()
+            )
+        );
+        // A guest that wrote its uname reached the suite: whatever came after is no boot failure.
+        std::fs::write(dir.path().join("uname"), "6.12.0\n").unwrap();
+        assert!(!GuestResults::read(dir.path()).boot_failed(false));
     }
 
     #[test]
@@ -409,6 +463,7 @@ mod tests {
             wall: Duration::ZERO,
             prepare: Duration::ZERO,
             cgroup: None,
+            failed_boots: Vec::new(),
         };
         let unsupported = || Outcome::Unsupported("minimum".into());
         assert!(run(Expect::Pass, Outcome::Pass).meets_expectation());
