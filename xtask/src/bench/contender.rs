@@ -12,7 +12,14 @@ pub enum Contender {
     /// limiter's programs attached, but no rule for the destination (scenario 3 only): what
     /// every connection on a node with limiter pays.
     Unruled,
+    /// limiter with a client-side rule on another destination (ELSEWHERE) and none on this one
+    /// (scenario 3 only): what connections no rule covers pay on a node where rules exist.
+    Elsewhere,
 }
+
+/// The destination of [`Contender::Elsewhere`]'s rule: in 198.18.0.0/15 (world.rs), never
+/// connected to.
+pub const ELSEWHERE: &str = "198.18.0.10:8300";
 
 impl Contender {
     pub const ALL: [Self; 6] = [
@@ -32,7 +39,8 @@ impl Contender {
             Self::ServerDrop => "limiter server-side drop",
             Self::Iptables => "iptables connlimit reject",
             Self::Nftables => "nftables ct count reject",
-            Self::Unruled => "limiter attached, no rule for this destination",
+            Self::Unruled => "limiter attached, no rule at all",
+            Self::Elsewhere => "limiter attached, a rule on another destination only",
         }
     }
 
@@ -45,6 +53,7 @@ impl Contender {
             Self::Iptables => "iptables",
             Self::Nftables => "nftables",
             Self::Unruled => "limiter, no rule",
+            Self::Elsewhere => "limiter, rule elsewhere",
         }
     }
 
@@ -56,8 +65,13 @@ impl Contender {
     pub fn is_limiter(self) -> bool {
         matches!(
             self,
-            Self::Client | Self::ServerReject | Self::ServerDrop | Self::Unruled
+            Self::Client | Self::ServerReject | Self::ServerDrop | Self::Unruled | Self::Elsewhere
         )
+    }
+
+    /// limiter attached with no rule covering the measured destination.
+    pub fn is_uncovered_limiter(self) -> bool {
+        matches!(self, Self::Unruled | Self::Elsewhere)
     }
 
     /// The run order of repetition `rep`: the families (none, limiter, iptables, nftables)

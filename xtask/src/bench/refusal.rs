@@ -79,7 +79,7 @@ fn how(c: Contender) -> &'static str {
         Contender::ServerDrop => "SYN discarded: connect() does not fail, the SYN is retried",
         Contender::Iptables => "REJECT in the node's FORWARD chain: RST from the node",
         Contender::Nftables => "reject in the node's forward hook: RST from the node",
-        Contender::Unruled => "nothing: no rule",
+        Contender::Unruled | Contender::Elsewhere => "nothing: no rule",
     }
 }
 

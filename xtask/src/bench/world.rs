@@ -134,6 +134,14 @@ impl World {
     fn apply(&mut self, c: Contender, limits: &[(SocketAddr, u32)]) -> Result<()> {
         let side_mode = match c {
             Contender::None | Contender::Unruled => return Ok(()),
+            Contender::Elsewhere => {
+                return self.daemon()?.set(
+                    super::contender::ELSEWHERE,
+                    100_000,
+                    "client",
+                    "reject",
+                );
+            }
             Contender::Client => ("client", "reject"),
             Contender::ServerReject => ("server", "reject"),
             Contender::ServerDrop => ("server", "drop"),
@@ -159,6 +167,7 @@ impl World {
     fn clear(&mut self, c: Contender, limits: &[(SocketAddr, u32)]) -> Result<()> {
         match c {
             Contender::None | Contender::Unruled => {}
+            Contender::Elsewhere => self.daemon()?.delete(super::contender::ELSEWHERE)?,
             Contender::Iptables => {
                 self.node().run("iptables", ["-w", "-F", "FORWARD"]);
             }
