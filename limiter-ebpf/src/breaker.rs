@@ -118,6 +118,7 @@ pub fn on_connect(key: &BreakerKey, cfg: &BreakerConfig, now: u64) -> Option<(Ga
                 }
                 if gate_state(word) == OPEN {
                     events::breaker(
+                        now,
                         key.rule_id,
                         &key.endpoint,
                         HALF_OPEN,
@@ -267,7 +268,7 @@ fn trip(
     store(field!(b, holds_ejection), u64::from(bounded));
     swap(field!(b, consecutive), 0);
     fetch_add(field!(b, ejections_total), 1);
-    events::breaker(key.rule_id, &key.endpoint, OPEN, cause);
+    events::breaker(now, key.rule_id, &key.endpoint, OPEN, cause);
 }
 
 /// A probe failed: open again, for longer.
@@ -286,7 +287,7 @@ fn reopen(
         store(field!(b, ejections), n);
         store(field!(b, since_ns), now);
         fetch_add(field!(b, ejections_total), 1);
-        events::breaker(key.rule_id, &key.endpoint, OPEN, cause);
+        events::breaker(now, key.rule_id, &key.endpoint, OPEN, cause);
     }
 }
 
@@ -300,7 +301,7 @@ fn close(b: *mut Breaker, key: &BreakerKey, word: u64, now: u64) {
         if swap(field!(b, holds_ejection), 0) != 0 {
             give_ejection(key.rule_id);
         }
-        events::breaker(key.rule_id, &key.endpoint, CLOSED, outcome::SUCCESS);
+        events::breaker(now, key.rule_id, &key.endpoint, CLOSED, outcome::SUCCESS);
     }
 }
 

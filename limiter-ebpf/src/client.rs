@@ -111,11 +111,11 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<sock_addr::Verdict
     let tracked = match breaker_gate(cfg, &dialed, &dest, now) {
         BreakerSays::Through(flags) => flags,
         BreakerSays::Refuse(found) if cfg.flags & rule_flags::DRY_RUN != 0 => {
-            count_breaker_refusal(cfg, &dialed, found, action::DRY_RUN, &entity);
+            count_breaker_refusal(now, cfg, &dialed, found, action::DRY_RUN, &entity);
             CONN_F_BREAKER | endpoint_flag(&dialed, &dest)
         }
         BreakerSays::Refuse(found) => {
-            count_breaker_refusal(cfg, &dialed, found, action::REJECT, &entity);
+            count_breaker_refusal(now, cfg, &dialed, found, action::REJECT, &entity);
             return Ok(refuse());
         }
     };
@@ -153,6 +153,7 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<sock_addr::Verdict
             }
             if cfg.flags & rule_flags::DRY_RUN != 0 {
                 rules::count_refusal(
+                    now,
                     cfg.id,
                     side::OUTBOUND,
                     reason,
@@ -163,6 +164,7 @@ pub fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<sock_addr::Verdict
                 return Ok(sock_addr::Verdict::Allow);
             }
             rules::count_refusal(
+                now,
                 cfg.id,
                 side::OUTBOUND,
                 reason,
@@ -222,9 +224,10 @@ fn breaker_gate(cfg: &RuleConfig, dialed: &DestAddr, dest: &DestAddr, now: u64) 
     }
 }
 
-/// Counts (per breaker) and reports a connect() to `dialed` refused by its breaker.
+/// Counts (per breaker) and reports a connect() to `dialed` refused by its breaker at `now`.
 #[inline(always)]
 fn count_breaker_refusal(
+    now: u64,
     cfg: &RuleConfig,
     dialed: &DestAddr,
     found: breaker::Found,
@@ -232,7 +235,15 @@ fn count_breaker_refusal(
     entity: &[u8; 16],
 ) {
     breaker::count_refused(found, act);
-    rules::count_refusal(cfg.id, side::OUTBOUND, reason::BREAKER, act, dialed, entity);
+    rules::count_refusal(
+        now,
+        cfg.id,
+        side::OUTBOUND,
+        reason::BREAKER,
+        act,
+        dialed,
+        entity,
+    );
 }
 
 /// The rule a connection to `dest` counts under if it is enforced on the client side in drop
@@ -312,7 +323,7 @@ pub fn try_egress_syn(ctx: &SkBuffContext) -> Result<skb::Verdict, Undecided> {
             } else {
                 (action::DROP, skb::Verdict::Drop)
             };
-            rules::count_refusal(cfg.id, side::OUTBOUND, reason, act, &dest, &entity);
+            rules::count_refusal(now, cfg.id, side::OUTBOUND, reason, act, &dest, &entity);
             Ok(verdict)
         }
     }

@@ -49,10 +49,12 @@ pub fn stats(rule_id: u64, which: u8) -> Option<&'static mut SideStats> {
 }
 
 /// Counts a refusal of `reason` with `action` (limiter_common::{reason, action}) of a new
-/// connection from `peer` to `dest`, and reports it as an event (rate-limited). Breaker
-/// refusals are only reported here: each breaker counts its own (breaker::count_refused).
+/// connection from `peer` to `dest`, decided at `now_ns`, and reports it as an event
+/// (rate-limited). Breaker refusals are only reported here: each breaker counts its own
+/// (breaker::count_refused).
 #[inline(always)]
 pub fn count_refusal(
+    now_ns: u64,
     rule_id: u64,
     which: u8,
     reason: usize,
@@ -66,7 +68,7 @@ pub fn count_refusal(
     {
         s.refused[reason][action] += 1;
     }
-    crate::events::refused(rule_id, which, reason, action, dest, peer);
+    crate::events::refused(now_ns, rule_id, which, reason, action, dest, peer);
 }
 
 /// Counts an admission decision.

@@ -62,6 +62,7 @@ fn admit_new_flow(cfg: &RuleConfig, flow: &FlowKey, refuse_action: usize, confir
         }
         Decision::Refuse(reason) if cfg.flags & rule_flags::DRY_RUN != 0 => {
             rules::count_refusal(
+                now,
                 cfg.id,
                 side::INBOUND,
                 reason,
@@ -74,6 +75,7 @@ fn admit_new_flow(cfg: &RuleConfig, flow: &FlowKey, refuse_action: usize, confir
         Decision::Refuse(reason) => {
             crate::outcome::refused_here(flow, now);
             rules::count_refusal(
+                now,
                 cfg.id,
                 side::INBOUND,
                 reason,
@@ -261,6 +263,7 @@ fn keep_reservation(
         return Ok(skb::Verdict::Pass);
     }
     rules::count_refusal(
+        now,
         cfg.id,
         side::INBOUND,
         limiter_common::reason::LIMIT,
