@@ -195,22 +195,15 @@ pub fn try_cgroup_ingress(ctx: &SkBuffContext) -> Result<skb::Verdict, Undecided
     }
 }
 
-/// A packet for a socket past its handshake: adoption (kernels without the iterator) and the
-/// breakers' RST mark share one fetch of the socket's record, and most packets need neither.
+/// A packet for a socket past its handshake: only the breakers' RST mark needs its record, and
+/// most packets do not. (Adoption on kernels without the iterator is the egress hook's: see
+/// adopt.rs.)
 #[inline(always)]
 fn connected_packet(ctx: &SkBuffContext, sk: *mut core::ffi::c_void, state: u32) {
-    let generation = crate::adopt::generation();
-    let watched = crate::outcome::watches(state);
-    if generation == 0 && !watched {
+    if !crate::outcome::watches(state) {
         return;
     }
-    let Some(rec) = crate::conn::record(sk, false) else {
-        return;
-    };
-    if generation != 0 {
-        crate::adopt::check(rec, generation);
-    }
-    if watched {
+    if let Some(rec) = crate::conn::record(sk, false) {
         crate::outcome::on_ingress(ctx, rec, state);
     }
 }

@@ -236,7 +236,7 @@ fn section(plan: &Plan, runs: &BTreeMap<usize, Runs>) -> Section {
          paths return at their first instructions while no rule of their kind exists \
          (RULE_KINDS); sock_ops still gives every established socket its record and close \
          callback, so that a rule created later counts it, and on a kernel without the seeding \
-         iterator (this one) cgroup_skb looks at each packet's record for that adoption. \
+         iterator (this one) cgroup_skb egress looks at each sent packet's record for that adoption. \
          *A rule on another destination only*: one client-side rule, on an address this \
          connection never uses (the case of most connections on a node where rules exist): \
          connect4 and the cgroup_skb programs now look the destination up."
