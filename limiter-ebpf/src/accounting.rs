@@ -197,7 +197,7 @@ fn passive_established(ctx: &SockOpsContext) -> Result<(), Undecided> {
         crate::slots::give_back(slots);
         return Ok(());
     }
-    conn::count_established(rec, rule_id, now);
+    conn::count_established(rec, Some(slots), rule_id, now);
     Ok(())
 }
 
@@ -264,7 +264,7 @@ fn active_established(ctx: &SockOpsContext) -> Result<(), Undecided> {
     if held != 0 && held != CONN_CLOSED && rec.phase == phase::CONNECTING {
         // connect() took the slot; it is established now.
         outcome::established(rec, &addr::dest(s.remote, s.remote_port), now);
-        conn::count_established(rec, held, now);
+        conn::count_established(rec, rules::slots(held, side::OUTBOUND), held, now);
         return Ok(());
     }
     rec.established_ns = now;
@@ -288,6 +288,6 @@ fn active_established(ctx: &SockOpsContext) -> Result<(), Undecided> {
         }
         return Ok(());
     }
-    conn::count_established(rec, rule_id, now);
+    conn::count_established(rec, Some(slots), rule_id, now);
     Ok(())
 }

@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::BPF_SK_STORAGE_GET_F_CREATE,
     helpers::{bpf_ktime_get_ns, generated::bpf_sk_storage_get},
 };
-use limiter_common::{CONN_CLOSED, CONN_F_PER_SOURCE, ConnRecord, phase};
+use limiter_common::{CONN_CLOSED, CONN_F_PER_SOURCE, ConnRecord, SideSlots, phase};
 
 use crate::{
     admit::source_slots,
@@ -36,12 +36,18 @@ pub fn rule_id_ptr(rec: &mut ConnRecord) -> *mut u64 {
     core::ptr::addr_of_mut!(rec.rule_id)
 }
 
-/// Counts `rec` (holding a slot of `rule_id`) as established now.
+/// Counts `rec` (holding a slot of `rule_id`, whose side state the caller found: `slots`) as
+/// established now. The caller passes what it looked up already: one lookup per decision.
 #[inline(always)]
-pub fn count_established(rec: &mut ConnRecord, rule_id: u64, now_ns: u64) {
+pub fn count_established(
+    rec: &mut ConnRecord,
+    slots: Option<*mut SideSlots>,
+    rule_id: u64,
+    now_ns: u64,
+) {
     rec.phase = phase::ESTABLISHED;
     rec.established_ns = now_ns;
-    if let Some(slots) = rules::slots(rule_id, rec.side) {
+    if let Some(slots) = slots {
         // SAFETY: field of a live map value.
         fetch_add(unsafe { core::ptr::addr_of_mut!((*slots).established) }, 1);
     }

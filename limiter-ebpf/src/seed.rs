@@ -103,7 +103,7 @@ pub fn adopt(rec: &mut ConnRecord, current: u64, rule_id: u64) {
     if cas(conn::rule_id_ptr(rec), current, rule_id).1 {
         force_take(slots);
         let established = rec.established_ns;
-        conn::count_established(rec, rule_id, established);
+        conn::count_established(rec, Some(slots), rule_id, established);
     } else if let Some(src) = entity {
         give_back(src);
         rec.flags = 0;
